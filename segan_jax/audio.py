@@ -1,0 +1,107 @@
+"""Waveform utilities: pre-/de-emphasis and fixed-size windowing.
+
+Everything here is plain NumPy so it can run inside input pipelines without
+touching an accelerator.
+"""
+
+import numpy as np
+from scipy import signal
+
+SAMPLE_RATE = 16000
+PREEMPHASIS = 0.95
+
+
+def preemphasis(x: np.ndarray, coeff: float = PREEMPHASIS) -> np.ndarray:
+  """Applies the first-order high-pass `y[n] = x[n] - coeff * x[n-1]`.
+
+  Works along the last axis; the first sample is passed through unchanged
+  (i.e. the signal is assumed to be preceded by silence).
+
+  Args:
+    x: waveform(s), shape `[..., T]`.
+    coeff: pre-emphasis coefficient.
+
+  Returns:
+    float32 array with the same shape as `x`.
+  """
+  # Float64 internally so that the float32 result is the correctly rounded one
+  # and `deemphasis` can invert it to well below 1e-5.
+  x = np.asarray(x, dtype=np.float64)
+  y = x.copy()
+  y[..., 1:] -= coeff * x[..., :-1]
+  return y.astype(np.float32)
+
+
+def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS) -> np.ndarray:
+  """Inverts `preemphasis`: the all-pole filter `1 / (1 - coeff z^-1)`.
+
+  Args:
+    y: pre-emphasised waveform(s), shape `[..., T]`.
+    coeff: the coefficient used for pre-emphasis.
+
+  Returns:
+    float32 array with the same shape as `y`.
+  """
+  y = np.asarray(y, dtype=np.float64)
+  if y.shape[-1] == 0:
+    # lfilter rejects empty axes; an empty signal is its own inverse.
+    return y.astype(np.float32)
+  return signal.lfilter([1.0], [1.0, -coeff], y, axis=-1).astype(np.float32)
+
+
+def _check_window_args(length: int, window: int, hop: int) -> None:
+  if length < 0:
+    raise ValueError(f'length must be >= 0, got {length}.')
+  if window <= 0 or hop <= 0:
+    raise ValueError(f'window and hop must be positive, got {window}, {hop}.')
+
+
+def num_windows(length: int, window: int, hop: int) -> int:
+  """Number of `window`-sample windows taken every `hop` samples.
+
+  The last window is zero-padded rather than dropped, so every sample is
+  covered and any non-empty utterance yields at least one window.
+
+  Args:
+    length: number of samples in the utterance.
+    window: window size in samples.
+    hop: distance between window starts in samples.
+
+  Returns:
+    `1 + ceil(max(0, length - window) / hop)`, or 0 for an empty utterance.
+  """
+  _check_window_args(length, window, hop)
+  if length == 0:
+    return 0
+  # Integer ceil-division keeps this exact for very long inputs.
+  return 1 + -(-max(0, length - window) // hop)
+
+
+def window_starts(length: int, window: int, hop: int) -> np.ndarray:
+  """Start offsets (int64) of the windows counted by `num_windows`."""
+  n = num_windows(length, window, hop)
+  return np.arange(n, dtype=np.int64) * hop
+
+
+def extract_window(x: np.ndarray, start: int, window: int) -> np.ndarray:
+  """Returns `x[..., start:start + window]`, zero-padded at the end.
+
+  Args:
+    x: waveform(s), shape `[..., T]`.
+    start: first sample of the window (>= 0; may lie past the end of `x`).
+    window: window size in samples.
+
+  Returns:
+    Array of shape `[..., window]` with the dtype of `x`.
+  """
+  if start < 0:
+    raise ValueError(f'start must be >= 0, got {start}.')
+  if window <= 0:
+    raise ValueError(f'window must be positive, got {window}.')
+  x = np.asarray(x)
+  chunk = x[..., start:start + window]
+  pad = window - chunk.shape[-1]
+  if pad == 0:
+    return chunk.copy()
+  widths = [(0, 0)] * (x.ndim - 1) + [(0, pad)]
+  return np.pad(chunk, widths)

@@ -1,0 +1,105 @@
+"""Orbax checkpoints of both train states, the run's key, progress and config.
+
+A checkpoint directory ``<workdir>/checkpoints/<step>/`` holds two items:
+``state`` (G and D train states with optimizer states, and the PRNG key data)
+and ``meta`` (JSON: step, epoch, the run's config). Orbax writes each
+checkpoint under a temporary name and renames it when complete, so a crash
+mid-save never leaves a checkpoint that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+
+from segan_jax.config import Config
+
+
+class CheckpointError(Exception):
+  """A checkpoint is missing or does not fit the run (one-line message)."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+class Checkpointer:
+  """Saves and restores ``(g_state, d_state, rng)`` with their metadata."""
+
+  def __init__(self, workdir: str, keep: int = 0):
+    self.directory = checkpoint_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep or None, create=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=('state', 'meta'))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, g_state, d_state, rng: jax.Array, epoch: int,
+           config: Config) -> None:
+    state = {'g': serialization.to_state_dict(g_state),
+             'd': serialization.to_state_dict(d_state),
+             'rng': np.asarray(jax.random.key_data(rng))}
+    meta = {'step': int(step), 'epoch': int(epoch), 'config': config.to_dict()}
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored['meta']
+
+  def restore(self, g_state, d_state, rng: jax.Array, config: Config,
+              step: int | None = None):
+    """Restores into the structure of the given (host) states.
+
+    Returns ``(g_state, d_state, rng, meta)``. Raises CheckpointError when
+    there is no such checkpoint or it was written for another model.
+    """
+    steps = self.all_steps()
+    if step is None:
+      if not steps:
+        raise CheckpointError(f'no checkpoint in {self.directory}')
+      step = steps[-1]
+    elif step not in steps:
+      raise CheckpointError(
+          f'no checkpoint for step {step} in {self.directory}; available: '
+          f'{", ".join(map(str, steps)) or "none"}')
+    meta = self.read_meta(step)
+    saved = Config(**_tuples(meta['config'])).model_signature()
+    if saved != config.model_signature():
+      raise CheckpointError(
+          f'checkpoint {self.directory}/{step} was written for model '
+          f'{saved}, but this run builds {config.model_signature()}')
+    target = {'g': serialization.to_state_dict(g_state),
+              'd': serialization.to_state_dict(d_state),
+              'rng': np.asarray(jax.random.key_data(rng))}
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+    g_state = serialization.from_state_dict(g_state, restored['g'])
+    d_state = serialization.from_state_dict(d_state, restored['d'])
+    rng = jax.random.wrap_key_data(np.asarray(restored['rng']))
+    return g_state, d_state, rng, meta
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _tuples(config_dict: dict[str, Any]) -> dict[str, Any]:
+  """JSON turns tuples into lists; Config wants its feature tuple back."""
+  out = dict(config_dict)
+  if out.get('encoder_features') is not None:
+    out['encoder_features'] = tuple(out['encoder_features'])
+  return out

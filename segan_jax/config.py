@@ -1,0 +1,102 @@
+"""Run configuration: one frozen dataclass, built from absl flags or directly in tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from segan_jax.models.generator import PAPER_FEATURES
+
+# Named model sizes: (encoder features, kernel size, window size).
+MODEL_SIZES = {
+    # Pascual et al. 2017: 11 layers, kernel 31, windows of 2^14 samples.
+    'paper': (PAPER_FEATURES, 31, 16384),
+    # Same depth, kernel and window as the paper, 1/8 of the width: trains the
+    # demo on two CPU cores in about two minutes.
+    'demo': (tuple(max(2, f // 8) for f in PAPER_FEATURES), 31, 16384),
+    # For unit tests: 5 layers on 1024-sample windows.
+    'tiny': ((4, 8, 8, 16, 16), 15, 1024),
+}
+
+PARALLELISM = ('auto', 'none', 'pmap', 'sharding')
+MODELS = ('segan',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a run; saved with each checkpoint."""
+
+  model: str = 'segan'
+  model_size: str = 'paper'
+  # Overrides of the named size (None: take the size's value).
+  encoder_features: tuple[int, ...] | None = None
+  kernel_size: int | None = None
+  window_size: int | None = None
+  use_z: bool = True
+
+  dataset: str = 'synthetic'
+  data_dir: str | None = None
+  # Number of utterances of the embedded synthetic train split (None: default).
+  dataset_size: int | None = None
+  preemphasis: float = 0.95
+
+  num_epochs: int = 86
+  batch_size: int = 400
+  seed: int = 0
+  learning_rate: float = 2e-4
+  l1_weight: float = 100.0
+  vbn_reference_size: int = 32
+
+  checkpoint_every_epochs: int = 5
+  keep_checkpoints: int = 0  # 0 keeps all.
+  log_every_steps: int = 50
+  parallelism: str = 'auto'
+
+  def __post_init__(self):
+    if self.model not in MODELS:
+      raise ValueError(f'unknown model {self.model!r}; known: {", ".join(MODELS)}')
+    if self.model_size not in MODEL_SIZES:
+      raise ValueError(f'unknown model_size {self.model_size!r}; known: '
+                       f'{", ".join(MODEL_SIZES)}')
+    if self.parallelism not in PARALLELISM:
+      raise ValueError(f'unknown parallelism {self.parallelism!r}; known: '
+                       f'{", ".join(PARALLELISM)}')
+    for name in ('num_epochs', 'batch_size', 'checkpoint_every_epochs',
+                 'vbn_reference_size', 'log_every_steps'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+    if self.encoder_features is not None:
+      object.__setattr__(self, 'encoder_features',
+                         tuple(int(f) for f in self.encoder_features))
+    stride_total = 2**len(self.features)
+    if self.window % stride_total:
+      raise ValueError(f'window_size {self.window} must be a multiple of '
+                       f'2**num_layers = {stride_total}')
+
+  @property
+  def features(self) -> tuple[int, ...]:
+    return self.encoder_features or MODEL_SIZES[self.model_size][0]
+
+  @property
+  def kernel(self) -> int:
+    return self.kernel_size or MODEL_SIZES[self.model_size][1]
+
+  @property
+  def window(self) -> int:
+    return self.window_size or MODEL_SIZES[self.model_size][2]
+
+  @property
+  def hop(self) -> int:
+    """Training windows overlap by 50 %."""
+    return self.window // 2
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def replace(self, **changes) -> 'Config':
+    return dataclasses.replace(self, **changes)
+
+  def model_signature(self) -> dict[str, Any]:
+    """What a checkpoint's parameters depend on (checked when restoring)."""
+    return dict(model=self.model, features=list(self.features),
+                kernel=self.kernel, window=self.window, use_z=self.use_z)

@@ -1,0 +1,84 @@
+"""Command-line flags of launch.py, and their conversion to a Config."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from segan_jax import config as config_lib
+
+_DEFAULT = config_lib.Config()
+
+MODE = flags.DEFINE_enum('mode', 'train', ['train'], 'What to do.')
+WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run directory: checkpoints go to WORKDIR/checkpoints; '
+    'launching again with the same workdir resumes.')
+MODEL = flags.DEFINE_enum('model', _DEFAULT.model, config_lib.MODELS,
+                          'Which system to train.')
+MODEL_SIZE = flags.DEFINE_enum(
+    'model_size', _DEFAULT.model_size, list(config_lib.MODEL_SIZES),
+    'Named network size (paper = Pascual et al. 2017).')
+ENCODER_FEATURES = flags.DEFINE_list(
+    'encoder_features', None,
+    'Override: encoder channels per layer, e.g. 16,32,32,64 (the decoder '
+    'mirrors them).')
+KERNEL_SIZE = flags.DEFINE_integer('kernel_size', None,
+                                   'Override: conv kernel width.')
+WINDOW_SIZE = flags.DEFINE_integer(
+    'window_size', None, 'Override: samples per training window.')
+DATASET = flags.DEFINE_string('dataset', _DEFAULT.dataset,
+                              'Dataset name (synthetic: embedded, offline).')
+DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where datasets live.')
+DATASET_SIZE = flags.DEFINE_integer(
+    'dataset_size', None,
+    'Utterances in the synthetic train split (default: the dataset default).')
+NUM_EPOCHS = flags.DEFINE_integer('num_epochs', _DEFAULT.num_epochs,
+                                  'Epochs to train in total.')
+BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', _DEFAULT.batch_size,
+    'Global batch size, split over processes and devices.')
+SEED = flags.DEFINE_integer('seed', _DEFAULT.seed,
+                            'Seeds parameters, z, data order and the dataset.')
+LEARNING_RATE = flags.DEFINE_float('learning_rate', _DEFAULT.learning_rate,
+                                   'RMSprop learning rate of G and D.')
+L1_WEIGHT = flags.DEFINE_float('l1_weight', _DEFAULT.l1_weight,
+                               'Weight of the L1 term in G\'s loss.')
+VBN_REFERENCE_SIZE = flags.DEFINE_integer(
+    'vbn_reference_size', _DEFAULT.vbn_reference_size,
+    'Windows in D\'s virtual batch norm reference batch.')
+CHECKPOINT_EVERY_EPOCHS = flags.DEFINE_integer(
+    'checkpoint_every_epochs', _DEFAULT.checkpoint_every_epochs,
+    'Save a checkpoint every this many epochs (and at the end).')
+KEEP_CHECKPOINTS = flags.DEFINE_integer(
+    'keep_checkpoints', _DEFAULT.keep_checkpoints,
+    'How many checkpoints to keep (0: all).')
+LOG_EVERY_STEPS = flags.DEFINE_integer('log_every_steps',
+                                       _DEFAULT.log_every_steps,
+                                       'Log metrics every this many steps.')
+PARALLELISM = flags.DEFINE_enum(
+    'parallelism', _DEFAULT.parallelism, list(config_lib.PARALLELISM),
+    'auto: pmap on several devices, else one device; sharding: jit over a '
+    'device mesh with NamedSharding.')
+
+
+def config_from_flags() -> config_lib.Config:
+  features = ENCODER_FEATURES.value
+  return config_lib.Config(
+      model=MODEL.value,
+      model_size=MODEL_SIZE.value,
+      encoder_features=tuple(int(f) for f in features) if features else None,
+      kernel_size=KERNEL_SIZE.value,
+      window_size=WINDOW_SIZE.value,
+      dataset=DATASET.value,
+      data_dir=DATA_DIR.value,
+      dataset_size=DATASET_SIZE.value,
+      num_epochs=NUM_EPOCHS.value,
+      batch_size=BATCH_SIZE.value,
+      seed=SEED.value,
+      learning_rate=LEARNING_RATE.value,
+      l1_weight=L1_WEIGHT.value,
+      vbn_reference_size=VBN_REFERENCE_SIZE.value,
+      checkpoint_every_epochs=CHECKPOINT_EVERY_EPOCHS.value,
+      keep_checkpoints=KEEP_CHECKPOINTS.value,
+      log_every_steps=LOG_EVERY_STEPS.value,
+      parallelism=PARALLELISM.value,
+  )

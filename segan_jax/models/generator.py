@@ -1,0 +1,67 @@
+"""SEGAN generator: a skip-connected 1-D conv encoder-decoder (Pascual et al. 2017).
+
+With ``use_z=False`` the same network is the denoising autoencoder baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segan_jax.models import layers
+
+PAPER_FEATURES = (16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024)
+
+
+def decoder_features(encoder_features: Sequence[int]) -> tuple[int, ...]:
+  """Decoder widths mirror the encoder's; the last layer gives one channel."""
+  return tuple(reversed(encoder_features[:-1])) + (1,)
+
+
+def latent_shape(window_size: int, encoder_features: Sequence[int],
+                 stride: int = 2) -> tuple[int, int]:
+  """Shape of z (and of the encoder's code) for one example: [time, channels]."""
+  downsampling = stride**len(encoder_features)
+  if window_size % downsampling:
+    raise ValueError(
+        f'window_size {window_size} must be a multiple of stride**num_layers '
+        f'= {downsampling}')
+  return (window_size // downsampling, encoder_features[-1])
+
+
+class Generator(nn.Module):
+  """Maps a noisy waveform ``[B, T]`` (and z ``[B, T/2^L, C_L]``) to ``[B, T]``."""
+
+  encoder_features: Sequence[int] = PAPER_FEATURES
+  kernel_size: int = 31
+  stride: int = 2
+  use_z: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, noisy: jax.Array, z: jax.Array | None = None) -> jax.Array:
+    if self.use_z and z is None:
+      raise ValueError('this generator uses a latent z; pass one of shape '
+                       '[batch, *latent_shape(...)]')
+    conv_kwargs = dict(kernel_size=self.kernel_size, stride=self.stride,
+                       dtype=self.dtype)
+    h = noisy[..., None].astype(self.dtype)
+    skips = []
+    for i, features in enumerate(self.encoder_features):
+      h = layers.Conv1D(features, name=f'enc_{i}', **conv_kwargs)(h)
+      h = layers.PReLU(name=f'enc_prelu_{i}')(h)
+      skips.append(h)
+    if self.use_z:
+      h = jnp.concatenate([h, z.astype(self.dtype)], axis=-1)
+    # The code itself (deepest encoder output) is not re-used as a skip.
+    skips.pop()
+    out_features = decoder_features(self.encoder_features)
+    for i, features in enumerate(out_features):
+      h = layers.ConvTranspose1D(features, name=f'dec_{i}', **conv_kwargs)(h)
+      if i < len(out_features) - 1:
+        h = layers.PReLU(name=f'dec_prelu_{i}')(h)
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+    return jnp.tanh(h[..., 0]).astype(jnp.float32)

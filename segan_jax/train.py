@@ -1,0 +1,194 @@
+"""The SEGAN train step (pure, compiled once) and the training loop."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax import lax
+
+from segan_jax import checkpoints
+from segan_jax import input_pipeline
+from segan_jax import losses
+from segan_jax import parallel
+from segan_jax import train_state
+from segan_jax.config import Config
+from segan_jax.models import make_pair
+
+Metrics = dict[str, jax.Array]
+
+
+def sample_latent(rng: jax.Array, example_index: jax.Array,
+                  shape: tuple[int, ...]) -> jax.Array:
+  """z ~ N(0, 1) per example, keyed by the example's index in the global batch.
+
+  Keying by global index (not by device) gives every example the same z
+  however the batch is split over devices, so 1 device, pmap and sharding
+  compute the same step.
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(example_index)
+  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+
+def train_step(g_state, d_state: train_state.DiscriminatorState,
+               batch: dict[str, jax.Array], rng: jax.Array, *,
+               l1_weight: float, latent_shape: tuple[int, int] | None,
+               axis_name: str | None = None):
+  """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
+
+  Args:
+    g_state, d_state: the two train states (same step count).
+    batch: ``noisy`` and ``clean`` pre-emphasised windows ``[B, T]`` (the
+      per-device part of the global batch under pmap).
+    rng: the run's base key; this step uses ``fold_in(rng, step)``.
+    l1_weight: lambda of the L1 term of G's loss.
+    latent_shape: shape of z per example, or None for a G without z.
+    axis_name: the pmap axis to average gradients over, or None.
+
+  Returns:
+    (g_state, d_state, metrics): flat dict of scalars, averaged over devices.
+  """
+  noisy, clean = batch['noisy'], batch['clean']
+  step_rng = jax.random.fold_in(rng, g_state.step)
+  local_batch = noisy.shape[0]
+  first = lax.axis_index(axis_name) * local_batch if axis_name else 0
+  z = None
+  if latent_shape is not None:
+    z = sample_latent(step_rng, first + jnp.arange(local_batch), latent_shape)
+
+  def generate(g_params):
+    return g_state.apply_fn({'params': g_params}, noisy, z)
+
+  # G runs forward once: D's update uses its output as data, and G's gradient
+  # is pulled back through the saved forward pass (G's params are unchanged
+  # between the two updates, so this equals a second forward pass).
+  enhanced, generator_vjp = jax.vjp(generate, g_state.params)
+
+  def discriminate(d_params, signals, noisy_pairs):
+    return d_state.apply_fn({'params': d_params},
+                            make_pair(signals, noisy_pairs), d_state.reference)
+
+  def d_loss_fn(d_params):
+    # Real and fake pairs in one call: VBN makes each logit independent of
+    # the rest of the batch, so this equals two separate calls.
+    logits = discriminate(d_params,
+                          jnp.concatenate([clean, enhanced], axis=0),
+                          jnp.concatenate([noisy, noisy], axis=0))
+    real, fake = logits[:local_batch], logits[local_batch:]
+    return losses.lsgan_discriminator_loss(real, fake), (real, fake)
+
+  (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
+      d_loss_fn, has_aux=True)(d_state.params)
+  if axis_name:
+    d_grads = lax.pmean(d_grads, axis_name)
+  d_state = d_state.apply_gradients(grads=d_grads)
+
+  def g_loss_fn(signal):
+    adversarial = losses.lsgan_generator_loss(
+        discriminate(d_state.params, signal, noisy))
+    l1 = losses.l1_loss(signal, clean)
+    return adversarial + l1_weight * l1, (adversarial, l1)
+
+  (g_loss, (g_adv, g_l1)), d_enhanced = jax.value_and_grad(
+      g_loss_fn, has_aux=True)(enhanced)
+  (g_grads,) = generator_vjp(d_enhanced)
+  if axis_name:
+    g_grads = lax.pmean(g_grads, axis_name)
+  g_state = g_state.apply_gradients(grads=g_grads)
+
+  metrics = {
+      'd_loss': d_loss,
+      'd_real': jnp.mean(real_logits),
+      'd_fake': jnp.mean(fake_logits),
+      'g_loss': g_loss,
+      'g_adv': g_adv,
+      'g_l1': g_l1,
+      'd_grad_norm': optax.tree.norm(d_grads),
+      'g_grad_norm': optax.tree.norm(g_grads),
+  }
+  if axis_name:
+    metrics = lax.pmean(metrics, axis_name)
+  return g_state, d_state, metrics
+
+
+def make_train_step(config: Config):
+  return functools.partial(
+      train_step, l1_weight=config.l1_weight,
+      latent_shape=train_state.latent_shape(config) if config.use_z else None)
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) a run in ``workdir``; returns the final host states.
+
+  The returned dict holds ``g_state``, ``d_state`` (host numpy), ``step``,
+  ``epoch`` and ``history`` (the metrics logged in this invocation).
+  """
+  strategy = parallel.make_strategy(config.parallelism, config.batch_size)
+  data = input_pipeline.load_train_windows(config)
+  schedule = input_pipeline.BatchSchedule(len(data), config.batch_size,
+                                          config.seed)
+  total_steps = schedule.steps_per_epoch * config.num_epochs
+  rng = jax.random.key(config.seed)
+  init_rng, train_rng = jax.random.split(rng)
+  reference = input_pipeline.vbn_reference(data, config.vbn_reference_size,
+                                           config.seed)
+  g_state, d_state = train_state.create_states(config, init_rng, reference)
+
+  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  start_step = 0
+  if checkpointer.latest_step() is not None:
+    g_state, d_state, train_rng, meta = checkpointer.restore(
+        jax.device_get(g_state), jax.device_get(d_state), train_rng, config)
+    start_step = int(meta['step'])
+    logging.info('Resumed from %s/%d (epoch %d).', checkpointer.directory,
+                 start_step, meta['epoch'])
+  logging.info('%d training windows, %d steps per epoch of %d, parallelism=%s '
+               'on %d device(s).', len(data), schedule.steps_per_epoch,
+               config.batch_size, strategy.name, strategy.num_devices)
+
+  step_fn = strategy.compile(make_train_step(config))
+  g_state, d_state = strategy.put_state((g_state, d_state))
+  history = []
+  window_start = time.perf_counter()
+  for step in range(start_step, total_steps):
+    windows = data.windows[schedule.local_indices(step)]
+    batch = strategy.put_batch(input_pipeline.batch_from_windows(windows))
+    g_state, d_state, metrics = step_fn(g_state, d_state, batch, train_rng)
+    done = step + 1
+    epoch, in_epoch = divmod(done, schedule.steps_per_epoch)
+    if done % config.log_every_steps == 0 or done == total_steps:
+      # The only host sync of the loop: every log_every_steps steps.
+      host_metrics = strategy.get_metrics(metrics)
+      elapsed = time.perf_counter() - window_start
+      host_metrics['examples_per_second'] = (
+          config.log_every_steps * config.batch_size / elapsed)
+      window_start = time.perf_counter()
+      _check_finite(host_metrics, done)
+      history.append({'step': done, **host_metrics})
+      logging.info('step %d (epoch %.2f): %s', done,
+                   done / schedule.steps_per_epoch,
+                   ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
+    if in_epoch == 0 and (epoch % config.checkpoint_every_epochs == 0
+                          or done == total_steps):
+      checkpointer.save(done, *strategy.get_state((g_state, d_state)),
+                        train_rng, epoch, config)
+      logging.info('Saved checkpoint for epoch %d at %s/%d.', epoch,
+                   checkpointer.directory, done)
+  checkpointer.wait()
+  checkpointer.close()
+  g_host, d_host = strategy.get_state((g_state, d_state))
+  return {'g_state': g_host, 'd_state': d_host, 'step': total_steps,
+          'epoch': config.num_epochs, 'history': history}
+
+
+def _check_finite(metrics: dict[str, float], step: int) -> None:
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+        f'training diverged at step {step}: {", ".join(bad)} not finite')

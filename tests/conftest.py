@@ -1,0 +1,24 @@
+"""Test session setup: two simulated CPU devices, shared tiny configs and paths."""
+
+import os
+
+# Must happen before JAX initialises its backends: every test sees two CPU
+# devices, so data-parallel tests need no subprocess. Single-device tests ask
+# for parallelism='none'.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+
+import pathlib  # pylint: disable=g-import-not-at-top
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+@pytest.fixture
+def tiny_config():
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  return Config(model_size='tiny', dataset='synthetic', dataset_size=2,
+                num_epochs=2, batch_size=8, vbn_reference_size=4,
+                checkpoint_every_epochs=1, log_every_steps=5,
+                parallelism='none')

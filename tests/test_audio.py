@@ -1,0 +1,116 @@
+"""Tests for segan_jax.audio."""
+
+import numpy as np
+import pytest
+
+from segan_jax import audio
+
+
+def test_constants():
+  assert audio.SAMPLE_RATE == 16000
+  assert audio.PREEMPHASIS == 0.95
+
+
+def test_preemphasis_small_example():
+  x = np.array([1.0, 2.0, 0.0, -1.0], np.float32)
+  # y[0] = x[0]; y[n] = x[n] - 0.95 * x[n-1].
+  expected = np.array([1.0, 2.0 - 0.95, -1.9, -1.0], np.float32)
+  y = audio.preemphasis(x)
+  assert y.dtype == np.float32
+  np.testing.assert_allclose(y, expected, atol=1e-7)
+
+
+def test_preemphasis_custom_coeff():
+  y = audio.preemphasis(np.array([2.0, 4.0]), coeff=0.5)
+  np.testing.assert_allclose(y, [2.0, 3.0])
+
+
+@pytest.mark.parametrize('shape', [(1,), (1000,), (3, 257), (2, 2, 64)])
+def test_deemphasis_inverts_preemphasis(shape):
+  x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  y = audio.deemphasis(audio.preemphasis(x))
+  assert y.dtype == np.float32
+  assert y.shape == x.shape
+  np.testing.assert_allclose(y, x, atol=1e-5)
+
+
+def test_preemphasis_works_along_last_axis():
+  x = np.random.default_rng(1).normal(size=(4, 50))
+  batched = audio.preemphasis(x)
+  for row, out in zip(x, batched):
+    np.testing.assert_array_equal(audio.preemphasis(row), out)
+
+
+def test_emphasis_on_empty_signal():
+  assert audio.preemphasis(np.zeros(0)).shape == (0,)
+  assert audio.deemphasis(np.zeros(0)).shape == (0,)
+
+
+@pytest.mark.parametrize('length, expected', [
+    (0, 0),
+    (1, 1),
+    (100, 1),
+    (16384, 1),
+    (16385, 2),
+    (24576, 2),
+    (24577, 3),
+    (32768, 3),
+])
+def test_num_windows(length, expected):
+  assert audio.num_windows(length, 16384, 8192) == expected
+
+
+def test_num_windows_validates_arguments():
+  with pytest.raises(ValueError):
+    audio.num_windows(-1, 16, 8)
+  with pytest.raises(ValueError):
+    audio.num_windows(10, 0, 8)
+  with pytest.raises(ValueError):
+    audio.num_windows(10, 16, 0)
+
+
+@pytest.mark.parametrize('length, window, hop', [
+    (0, 16, 8), (5, 16, 8), (16, 16, 8), (17, 16, 8), (100, 16, 8),
+    (100, 16, 16), (100, 16, 5), (101, 10, 30),
+])
+def test_window_starts(length, window, hop):
+  starts = audio.window_starts(length, window, hop)
+  assert starts.dtype == np.int64
+  assert len(starts) == audio.num_windows(length, window, hop)
+  np.testing.assert_array_equal(starts, np.arange(len(starts)) * hop)
+  if length:
+    # The last window reaches the end of the signal.
+    assert starts[-1] + window >= length
+  if length and hop <= window:
+    # With overlapping (or abutting) windows none is pure padding.
+    assert np.all(starts < length)
+
+
+def test_extract_window_pads_with_zeros():
+  x = np.arange(1, 11, dtype=np.float32)
+  w = audio.extract_window(x, 6, 8)
+  assert w.dtype == np.float32
+  np.testing.assert_array_equal(w, [7, 8, 9, 10, 0, 0, 0, 0])
+  np.testing.assert_array_equal(audio.extract_window(x, 0, 4), [1, 2, 3, 4])
+  np.testing.assert_array_equal(audio.extract_window(x, 20, 3), [0, 0, 0])
+  # Windows are copies, not views into the signal.
+  audio.extract_window(x, 0, 4)[0] = 100.0
+  assert x[0] == 1.0
+
+
+@pytest.mark.parametrize('length, window, hop', [
+    (100, 16, 8), (100, 16, 16), (7, 16, 8), (1000, 64, 24),
+])
+def test_windows_reassemble_signal(length, window, hop):
+  x = np.random.default_rng(2).normal(size=length).astype(np.float32)
+  starts = audio.window_starts(length, window, hop)
+  total = np.zeros(starts[-1] + window, np.float32)
+  counts = np.zeros_like(total)
+  for start in starts:
+    total[start:start + window] += audio.extract_window(x, start, window)
+    counts[start:start + window] += 1
+  # Every sample is covered, and averaging the overlaps gives it back.
+  assert np.all(counts[:length] > 0)
+  np.testing.assert_allclose(total[:length] / counts[:length], x, atol=1e-6)
+  # Everything beyond the signal is zero padding.
+  np.testing.assert_array_equal(total[length:], 0.0)

@@ -15,7 +15,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   # Imported here so that --help answers without loading JAX.
-  from segan_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
+  from segan_jax import checkpoints, logging_utils, train  # pylint: disable=g-import-not-at-top
+  logging_utils.quiet_library_logs()
   try:
     config = segan_flags.config_from_flags()
     if segan_flags.MODE.value == 'train':

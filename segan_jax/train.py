@@ -152,6 +152,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                'on %d device(s).', len(data), schedule.steps_per_epoch,
                config.batch_size, strategy.name, strategy.num_devices)
 
+  if start_step >= total_steps:
+    logging.info('Already trained for %d epochs (step %d); raise --num_epochs '
+                 'to train further.', config.num_epochs, start_step)
   step_fn = strategy.compile(make_train_step(config))
   g_state, d_state = strategy.put_state((g_state, d_state))
   history = []

@@ -6,6 +6,14 @@ import os
 # devices, so data-parallel tests need no subprocess. Single-device tests ask
 # for parallelism='none'.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+# Tests (and the launch.py subprocesses they start, which inherit this
+# environment) compile the same tiny programs many times: a persistent
+# compilation cache shared by the session saves most of those compiles.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(
+      prefix='segan_jax_test_xla_cache_')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pathlib  # pylint: disable=g-import-not-at-top
 

@@ -1,0 +1,76 @@
+"""launch.py end to end, in subprocesses, as a user runs it."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The demo's flagfile, shrunk to the tiny model and two short epochs.
+TINY = ['--flagfile=experiments/demo.flags', '--model_size=tiny',
+        '--dataset_size=1', '--num_epochs=2', '--checkpoint_every_epochs=1',
+        '--batch_size=8', '--vbn_reference_size=4', '--log_every_steps=5']
+
+
+def launch(*args, devices=1):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_demo_flagfile_trains_checkpoints_and_resumes(tmp_path):
+  workdir = tmp_path / 'run'
+  first = launch(*TINY, f'--workdir={workdir}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  steps = checkpoint_steps(workdir)
+  assert len(steps) == 2 and steps[1] == 2 * steps[0]
+  assert 'Resumed' not in first.stderr
+  # Same workdir, more epochs: continues from the last checkpoint.
+  second = launch(*TINY, '--num_epochs=3', f'--workdir={workdir}')
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert f'Resumed from {workdir}/checkpoints/{steps[1]}' in second.stderr
+  assert checkpoint_steps(workdir) == steps + [3 * steps[0]]
+  # Orbax's per-file INFO lines are filtered out of the run's log.
+  assert 'atomicity.py' not in second.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('parallelism', ['pmap', 'sharding'])
+def test_demo_on_two_devices(tmp_path, parallelism):
+  result = launch(*TINY, '--num_epochs=1', f'--parallelism={parallelism}',
+                  f'--workdir={tmp_path}', devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'parallelism={parallelism} on 2 device(s)' in result.stderr
+  assert len(checkpoint_steps(tmp_path)) == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--batch_size=0'], 'batch_size must be >= 1'),
+    (['--dataset=timit'], "Unknown dataset 'timit'"),
+    (['--batch_size=100000'], 'larger than the'),
+    (['--window_size=1000'], 'multiple of'),
+])
+def test_bad_flags_give_one_line(tmp_path, args, message):
+  result = launch(*TINY, *args, f'--workdir={tmp_path}')
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_checkpoint_of_another_model_size_is_refused(tmp_path):
+  first = launch(*TINY, '--num_epochs=1', f'--workdir={tmp_path}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  result = launch(*TINY, '--encoder_features=4,8,8,16,32',
+                  f'--workdir={tmp_path}')
+  assert result.returncode != 0
+  assert 'was written for model' in result.stderr
+  assert 'Traceback' not in result.stderr

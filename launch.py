@@ -24,7 +24,7 @@ def main(argv):
       logging.info('Finished at step %d (epoch %d); checkpoints in %s.',
                    result['step'], result['epoch'],
                    checkpoints.checkpoint_dir(segan_flags.WORKDIR.value))
-  except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:
+  except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:  # incl. AudioError, DatasetError
     # Problems with the user's input: one clear line, no traceback.
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

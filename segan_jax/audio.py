@@ -1,10 +1,14 @@
-"""Waveform utilities: pre-/de-emphasis and fixed-size windowing.
+"""Waveform utilities: audio files, resampling, pre-/de-emphasis, windowing.
 
-Everything here is plain NumPy so it can run inside input pipelines without
-touching an accelerator.
+Everything here is plain NumPy (plus soundfile and soxr) so it can run inside
+input pipelines without touching an accelerator.
 """
 
+import os
+
 import numpy as np
+import soundfile
+import soxr
 from scipy import signal
 
 SAMPLE_RATE = 16000
@@ -105,3 +109,58 @@ def extract_window(x: np.ndarray, start: int, window: int) -> np.ndarray:
     return chunk.copy()
   widths = [(0, 0)] * (x.ndim - 1) + [(0, pad)]
   return np.pad(chunk, widths)
+
+
+class AudioError(ValueError):
+  """An audio file that cannot be used; the message names the file."""
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+  """Reads any soundfile-supported file as float32 ``[frames, channels]``.
+
+  Integer PCM is scaled to [-1, 1); float files are returned as stored.
+  Raises AudioError (one line naming the file) for missing, unreadable,
+  non-audio, empty or non-finite audio.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise AudioError(f'{path}: no such file')
+  try:
+    data, rate = soundfile.read(path, dtype='float32', always_2d=True)
+  except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+    reason = str(e).split(':')[-1].strip() or 'unreadable'
+    raise AudioError(f'{path}: not a readable audio file ({reason})') from None
+  if data.shape[0] == 0:
+    raise AudioError(f'{path}: empty audio (0 samples)')
+  if not np.isfinite(data).all():
+    raise AudioError(f'{path}: contains NaN or infinite samples')
+  return data, int(rate)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+  """Averages the channels of ``[frames, channels]`` into ``[frames]``."""
+  return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+  """Band-limited resampling (soxr, very high quality) along axis 0."""
+  if rate_in == rate_out:
+    return np.asarray(x, np.float32)
+  return soxr.resample(np.asarray(x, np.float32), rate_in, rate_out,
+                       quality='VHQ').astype(np.float32)
+
+
+def read_mono_16k(path: str | os.PathLike) -> np.ndarray:
+  """A file as the models see it: mono float32 at SAMPLE_RATE."""
+  data, rate = read_audio(path)
+  return resample(to_mono(data), rate, SAMPLE_RATE)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+  """Float [-1, 1] to 16-bit PCM, rounding and clipping like soundfile."""
+  return np.clip(np.round(np.asarray(x) * 32768.0), -32768,
+                 32767).astype(np.int16)
+
+
+def from_int16(x: np.ndarray) -> np.ndarray:
+  return np.asarray(x, np.float32) / 32768.0

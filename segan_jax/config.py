@@ -36,6 +36,10 @@ class Config:
 
   dataset: str = 'synthetic'
   data_dir: str | None = None
+  # VoiceBank-DEMAND downloads (zips or folders); TFDS output folder.
+  manual_dir: str | None = None
+  tfds_data_dir: str | None = None
+  skip_bad_files: bool = False
   # Number of utterances of the embedded synthetic train split (None: default).
   dataset_size: int | None = None
   preemphasis: float = 0.95

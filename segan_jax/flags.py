@@ -27,7 +27,18 @@ WINDOW_SIZE = flags.DEFINE_integer(
     'window_size', None, 'Override: samples per training window.')
 DATASET = flags.DEFINE_string('dataset', _DEFAULT.dataset,
                               'Dataset name (synthetic: embedded, offline).')
-DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where datasets live.')
+DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'wav_pairs: the folder holding noisy/ and clean/ (or '
+    'train/ and test/ folders each holding them).')
+MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'voicebank_demand: the folder with the four official '
+    'zips or folders (clean_trainset_28spk_wav, ...).')
+TFDS_DATA_DIR = flags.DEFINE_string(
+    'tfds_data_dir', None, 'Where TFDS writes prepared datasets (default '
+    '$TFDS_DATA_DIR or ~/tensorflow_datasets).')
+SKIP_BAD_FILES = flags.DEFINE_bool(
+    'skip_bad_files', False, 'Build datasets with unusable files reported '
+    'and left out, instead of stopping at the first.')
 DATASET_SIZE = flags.DEFINE_integer(
     'dataset_size', None,
     'Utterances in the synthetic train split (default: the dataset default).')
@@ -70,6 +81,9 @@ def config_from_flags() -> config_lib.Config:
       window_size=WINDOW_SIZE.value,
       dataset=DATASET.value,
       data_dir=DATA_DIR.value,
+      manual_dir=MANUAL_DIR.value,
+      tfds_data_dir=TFDS_DATA_DIR.value,
+      skip_bad_files=SKIP_BAD_FILES.value,
       dataset_size=DATASET_SIZE.value,
       num_epochs=NUM_EPOCHS.value,
       batch_size=BATCH_SIZE.value,

@@ -2,51 +2,95 @@
 
 Batches are a pure function of (seed, step): the order of windows in epoch
 ``e`` is a permutation seeded by ``(seed, e)``, and step ``s`` reads the
-``s % steps_per_epoch``-th slice of it. A resumed run therefore sees exactly
-the batches the uninterrupted run would have, with no iterator state to save.
-Each process reads only its own slice of every global batch.
+``s % steps_per_epoch``-th slice of it. A Grain pipeline over the range of
+steps reads and assembles the batches in background threads. Its position is
+the global step, which every checkpoint records, so a resumed run continues
+with exactly the batches the uninterrupted run would have seen. Each process
+reads only its own slice of every global batch.
 """
 
 from __future__ import annotations
 
+import grain
 import jax
 import numpy as np
+from absl import logging
 
 from segan_jax import audio
 from segan_jax import datasets
 from segan_jax.config import Config
 
+# Utterances are kept in memory (pre-emphasised float32) while they fit in
+# this budget; larger datasets are read from their source for every window.
+DEFAULT_CACHE_BYTES = 1 << 30
+
 
 class WindowedPairs:
-  """All training windows of a dataset split, pre-emphasised, in memory.
+  """Random access to the training windows of a source of utterance pairs.
 
-  ``windows`` is float32 ``[num_windows, 2, window]``: noisy then clean. The
-  last partial window of each utterance is zero-padded (see audio.num_windows).
+  ``self[i]`` is float32 ``[2, window]`` (noisy, clean), pre-emphasised. The
+  last partial window of each utterance is zero-padded (see
+  audio.num_windows): every sample is trained on, and utterances shorter
+  than one window still count.
   """
 
-  def __init__(self, source, window: int, hop: int, preemphasis: float):
-    windows = []
-    for index in range(len(source)):
-      example = source[index]
-      pair = np.stack([example['noisy'], example['clean']]).astype(np.float32)
-      pair = audio.preemphasis(pair, preemphasis)
+  def __init__(self, source, window: int, hop: int, preemphasis: float,
+               cache_bytes: int = DEFAULT_CACHE_BYTES):
+    self.source = source
+    self.window = window
+    self.preemphasis = preemphasis
+    # One pass over the data for the window index; utterances are kept while
+    # they fit the cache budget.
+    cache, cached_bytes, index = [], 0, []
+    for u in range(len(source)):
+      pair = self._pair(source[u])
+      if cache is not None:
+        cached_bytes += pair.nbytes
+        if cached_bytes <= cache_bytes:
+          cache.append(pair)
+        else:
+          cache = None
       for start in audio.window_starts(pair.shape[-1], window, hop):
-        windows.append(audio.extract_window(pair, int(start), window))
-    if not windows:
+        index.append((u, start))
+    if not index:
       raise ValueError('the dataset has no audio to cut into windows')
-    self.windows = np.stack(windows)
+    self.cache = cache
+    self.index = np.asarray(index, np.int64)
+    self.num_utterances = len(source)
+    if cache is None:
+      logging.info('Dataset larger than %d bytes: reading windows from the '
+                   'source.', cache_bytes)
+
+  def _pair(self, example) -> np.ndarray:
+    pair = np.stack([example['noisy'], example['clean']]).astype(np.float32)
+    return audio.preemphasis(pair, self.preemphasis)
 
   def __len__(self) -> int:
-    return self.windows.shape[0]
+    return self.index.shape[0]
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    u, start = self.index[i]
+    pair = self.cache[u] if self.cache is not None else self._pair(
+        self.source[int(u)])
+    return audio.extract_window(pair, int(start), self.window)
+
+  def windows(self, indices: np.ndarray) -> np.ndarray:
+    return np.stack([self[int(i)] for i in indices])
 
 
-def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:
+def load_source(config: Config, split: str):
   kwargs = {}
   if config.dataset == 'synthetic':
     kwargs = dict(seed=config.seed, num_utterances=config.dataset_size)
-  source = datasets.get_source(config.dataset, split, data_dir=config.data_dir,
-                               **kwargs)
-  return WindowedPairs(source, config.window, config.hop, config.preemphasis)
+  return datasets.get_source(config.dataset, split, data_dir=config.data_dir,
+                             manual_dir=config.manual_dir,
+                             tfds_data_dir=config.tfds_data_dir,
+                             skip_bad_files=config.skip_bad_files, **kwargs)
+
+
+def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:
+  return WindowedPairs(load_source(config, split), config.window, config.hop,
+                       config.preemphasis)
 
 
 class BatchSchedule:
@@ -88,6 +132,22 @@ def batch_from_windows(windows: np.ndarray) -> dict[str, np.ndarray]:
   return {'noisy': windows[:, 0], 'clean': windows[:, 1]}
 
 
+def batches(data: WindowedPairs, schedule: BatchSchedule, start_step: int,
+            end_step: int, num_threads: int = 2, prefetch: int = 4):
+  """Iterates this process's batches for steps [start_step, end_step).
+
+  Grain assembles upcoming batches in background threads while the devices
+  work on the current one; the order is that of the steps whatever the
+  number of threads.
+  """
+  pipeline = grain.MapDataset.range(start_step, end_step).map(
+      lambda step: batch_from_windows(
+          data.windows(schedule.local_indices(step))))
+  return iter(pipeline.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads,
+                        prefetch_buffer_size=prefetch)))
+
+
 def vbn_reference(data: WindowedPairs, size: int, seed: int) -> np.ndarray:
   """The fixed reference batch of (clean, noisy) pairs, ``[size, T, 2]``.
 
@@ -96,5 +156,5 @@ def vbn_reference(data: WindowedPairs, size: int, seed: int) -> np.ndarray:
   """
   rng = np.random.default_rng([seed, 0x7B4])
   picks = rng.choice(len(data), size=size, replace=size > len(data))
-  windows = data.windows[picks]
+  windows = data.windows(picks)
   return np.stack([windows[:, 1], windows[:, 0]], axis=-1)

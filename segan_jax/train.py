@@ -159,9 +159,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   g_state, d_state = strategy.put_state((g_state, d_state))
   history = []
   window_start = time.perf_counter()
+  host_batches = input_pipeline.batches(data, schedule, start_step,
+                                        total_steps)
   for step in range(start_step, total_steps):
-    windows = data.windows[schedule.local_indices(step)]
-    batch = strategy.put_batch(input_pipeline.batch_from_windows(windows))
+    batch = strategy.put_batch(next(host_batches))
     g_state, d_state, metrics = step_fn(g_state, d_state, batch, train_rng)
     done = step + 1
     epoch, in_epoch = divmod(done, schedule.steps_per_epoch)

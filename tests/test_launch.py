@@ -74,3 +74,22 @@ def test_checkpoint_of_another_model_size_is_refused(tmp_path):
   assert result.returncode != 0
   assert 'was written for model' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+SHARED = REPO.parent / 'shared' / 'data'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / 'babble').is_dir(),
+                    reason=f'shared speech data not found at {SHARED}')
+def test_trains_on_a_folder_of_wav_pairs(tmp_path):
+  result = launch(*TINY, '--dataset=wav_pairs',
+                  f'--data_dir={SHARED / "babble"}', '--num_epochs=1',
+                  f'--tfds_data_dir={tmp_path / "tfds"}',
+                  f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  import soundfile  # pylint: disable=g-import-not-at-top
+  frames = soundfile.info(SHARED / 'babble' / 'noisy' / 'speech.wav').frames
+  windows = 1 + -(-(frames - 1024) // 512)  # tiny model: 1024-sample windows
+  assert f'{windows} training windows' in result.stderr
+  assert len(checkpoint_steps(tmp_path / 'run')) == 1

@@ -1,31 +1,73 @@
-"""Starts a segan-jax run: ``python launch.py --flagfile=experiments/demo.flags``."""
+"""Starts a segan-jax job: ``python launch.py --flagfile=experiments/demo.flags``.
 
+--mode=train (default) trains or resumes in --workdir; --mode=enhance cleans
+--input into --output with a checkpoint of --workdir; --mode=evaluate prints
+the paper's metrics table for a checkpoint on --dataset/--split, or for
+--enhanced_dir against --clean_dir.
+"""
+
+import os
 import sys
 
 from absl import app
-from absl import flags
 from absl import logging
 
-from segan_jax import flags as segan_flags
+from segan_jax import flags as f
 
-flags.mark_flags_as_required(['workdir'])
+
+def run(mode: str) -> None:
+  # Imported here so that --help answers without loading JAX.
+  # pylint: disable=g-import-not-at-top
+  from segan_jax import enhance, evaluate, input_pipeline, train
+  if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
+    if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
+      raise ValueError('--clean_dir and --enhanced_dir go together')
+    _, table = evaluate.evaluate_folders(
+        f.CLEAN_DIR.value, f.ENHANCED_DIR.value, results=f.RESULTS.value,
+        noisy_dir=f.NOISY_DIR.value)
+    print(table)
+    return
+  if not f.WORKDIR.value:
+    raise ValueError(f'--mode={mode} needs --workdir')
+  if mode == 'train':
+    result = train.train_and_evaluate(f.config_from_flags(), f.WORKDIR.value)
+    logging.info('Finished at step %d (epoch %d). Enhance with: python '
+                 'launch.py --mode=enhance --workdir=%s --input=NOISY '
+                 '--output=ENHANCED', result['step'], result['epoch'],
+                 f.WORKDIR.value)
+    return
+  generator = enhance.restore_generator(f.WORKDIR.value,
+                                        f.CHECKPOINT_STEP.value)
+  if mode == 'enhance':
+    if not (f.INPUT.value and f.OUTPUT.value):
+      raise ValueError('--mode=enhance needs --input and --output')
+    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
+                                seed=f.SEED.value)
+    written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value)
+    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with step '
+          f'{generator.step} of {f.WORKDIR.value}.')
+  else:
+    source = input_pipeline.load_source(f.config_from_flags(), f.SPLIT.value)
+    results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
+                                              'evaluation.json')
+    _, table = evaluate.evaluate_checkpoint(
+        generator, source, results=results, label=f'SEGAN step {generator.step}',
+        batch_size=f.ENHANCE_BATCH_SIZE.value, max_files=f.MAX_FILES.value)
+    print(table)
+    print(f'Per-file scores: {os.path.splitext(results)[0]}.csv; summary: '
+          f'{results}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # Imported here so that --help answers without loading JAX.
-  from segan_jax import checkpoints, logging_utils, train  # pylint: disable=g-import-not-at-top
+  from segan_jax import checkpoints, logging_utils  # pylint: disable=g-import-not-at-top
   logging_utils.quiet_library_logs()
   try:
-    config = segan_flags.config_from_flags()
-    if segan_flags.MODE.value == 'train':
-      result = train.train_and_evaluate(config, segan_flags.WORKDIR.value)
-      logging.info('Finished at step %d (epoch %d); checkpoints in %s.',
-                   result['step'], result['epoch'],
-                   checkpoints.checkpoint_dir(segan_flags.WORKDIR.value))
-  except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:  # incl. AudioError, DatasetError
-    # Problems with the user's input: one clear line, no traceback.
+    run(f.MODE.value)
+  except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:
+    # Problems with the user's input (files, flags, checkpoints): one clear
+    # line and a non-zero exit, no traceback.
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

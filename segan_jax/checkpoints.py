@@ -9,6 +9,7 @@ mid-save never leaves a checkpoint that looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -78,7 +79,7 @@ class Checkpointer:
           f'no checkpoint for step {step} in {self.directory}; available: '
           f'{", ".join(map(str, steps)) or "none"}')
     meta = self.read_meta(step)
-    saved = Config(**_tuples(meta['config'])).model_signature()
+    saved = config_from_meta(meta).model_signature()
     if saved != config.model_signature():
       raise CheckpointError(
           f'checkpoint {self.directory}/{step} was written for model '
@@ -97,9 +98,12 @@ class Checkpointer:
     self.manager.close()
 
 
-def _tuples(config_dict: dict[str, Any]) -> dict[str, Any]:
-  """JSON turns tuples into lists; Config wants its feature tuple back."""
-  out = dict(config_dict)
-  if out.get('encoder_features') is not None:
-    out['encoder_features'] = tuple(out['encoder_features'])
-  return out
+def config_from_meta(meta: dict[str, Any]) -> Config:
+  """The run's Config as saved in a checkpoint's metadata."""
+  fields = dict(meta['config'])
+  # JSON turns tuples into lists; Config wants its feature tuple back.
+  if fields.get('encoder_features') is not None:
+    fields['encoder_features'] = tuple(fields['encoder_features'])
+  # Fields added to Config after the checkpoint was written take defaults.
+  known = {f.name for f in dataclasses.fields(Config)}
+  return Config(**{k: v for k, v in fields.items() if k in known})

@@ -54,6 +54,8 @@ class Config:
   checkpoint_every_epochs: int = 5
   keep_checkpoints: int = 0  # 0 keeps all.
   log_every_steps: int = 50
+  # Files of the validation split enhanced and scored at each checkpoint.
+  validation_files: int = 4
   parallelism: str = 'auto'
 
   def __post_init__(self):

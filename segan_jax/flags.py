@@ -8,7 +8,33 @@ from segan_jax import config as config_lib
 
 _DEFAULT = config_lib.Config()
 
-MODE = flags.DEFINE_enum('mode', 'train', ['train'], 'What to do.')
+MODE = flags.DEFINE_enum(
+    'mode', 'train', ['train', 'enhance', 'evaluate'],
+    'train; enhance --input with a checkpoint of --workdir; evaluate a '
+    'checkpoint on --dataset/--split, or --enhanced_dir against --clean_dir.')
+CHECKPOINT_STEP = flags.DEFINE_integer(
+    'checkpoint_step', None, 'enhance/evaluate: checkpoint to restore '
+    '(default: the latest).')
+INPUT = flags.DEFINE_string('input', None,
+                            'enhance: an audio file or a folder (recursive).')
+OUTPUT = flags.DEFINE_string(
+    'output', None, 'enhance: output file or folder (the input tree is kept).')
+SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: dataset split.')
+MAX_FILES = flags.DEFINE_integer('max_files', None,
+                                 'evaluate: score only the first N files.')
+RESULTS = flags.DEFINE_string(
+    'results', None, 'evaluate: JSON summary path (default evaluation.json '
+    'in the workdir, or beside --enhanced_dir); a per-file CSV goes beside.')
+CLEAN_DIR = flags.DEFINE_string('clean_dir', None,
+                                'evaluate without a model: clean references.')
+ENHANCED_DIR = flags.DEFINE_string(
+    'enhanced_dir', None, 'evaluate without a model: files to score, named '
+    'as in --clean_dir.')
+NOISY_DIR = flags.DEFINE_string(
+    'noisy_dir', None, 'evaluate without a model: optional noisy inputs, to '
+    'print the Noisy row too.')
+ENHANCE_BATCH_SIZE = flags.DEFINE_integer(
+    'enhance_batch_size', 8, 'enhance/evaluate: windows per device batch.')
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: checkpoints go to WORKDIR/checkpoints; '
     'launching again with the same workdir resumes.')
@@ -65,6 +91,9 @@ KEEP_CHECKPOINTS = flags.DEFINE_integer(
 LOG_EVERY_STEPS = flags.DEFINE_integer('log_every_steps',
                                        _DEFAULT.log_every_steps,
                                        'Log metrics every this many steps.')
+VALIDATION_FILES = flags.DEFINE_integer(
+    'validation_files', config_lib.Config().validation_files,
+    'Validation files enhanced and scored at each checkpoint (0: none).')
 PARALLELISM = flags.DEFINE_enum(
     'parallelism', _DEFAULT.parallelism, list(config_lib.PARALLELISM),
     'auto: pmap on several devices, else one device; sharding: jit over a '
@@ -94,5 +123,6 @@ def config_from_flags() -> config_lib.Config:
       checkpoint_every_epochs=CHECKPOINT_EVERY_EPOCHS.value,
       keep_checkpoints=KEEP_CHECKPOINTS.value,
       log_every_steps=LOG_EVERY_STEPS.value,
+      validation_files=VALIDATION_FILES.value,
       parallelism=PARALLELISM.value,
   )

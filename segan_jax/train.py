@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -19,21 +20,9 @@ from segan_jax import losses
 from segan_jax import parallel
 from segan_jax import train_state
 from segan_jax.config import Config
-from segan_jax.models import make_pair
+from segan_jax.models import make_pair, sample_latent
 
 Metrics = dict[str, jax.Array]
-
-
-def sample_latent(rng: jax.Array, example_index: jax.Array,
-                  shape: tuple[int, ...]) -> jax.Array:
-  """z ~ N(0, 1) per example, keyed by the example's index in the global batch.
-
-  Keying by global index (not by device) gives every example the same z
-  however the batch is split over devices, so 1 device, pmap and sharding
-  compute the same step.
-  """
-  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(example_index)
-  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
 
 
 def train_step(g_state, d_state: train_state.DiscriminatorState,
@@ -159,6 +148,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   g_state, d_state = strategy.put_state((g_state, d_state))
   history = []
   window_start = time.perf_counter()
+  validator = make_validator(config, workdir)
   host_batches = input_pipeline.batches(data, schedule, start_step,
                                         total_steps)
   for step in range(start_step, total_steps):
@@ -180,10 +170,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                    ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
     if in_epoch == 0 and (epoch % config.checkpoint_every_epochs == 0
                           or done == total_steps):
-      checkpointer.save(done, *strategy.get_state((g_state, d_state)),
-                        train_rng, epoch, config)
+      g_host, d_host = strategy.get_state((g_state, d_state))
+      checkpointer.save(done, g_host, d_host, train_rng, epoch, config)
       logging.info('Saved checkpoint for epoch %d at %s/%d.', epoch,
                    checkpointer.directory, done)
+      if validator is not None:
+        val_metrics = validator(g_host.params, done)
+        history.append({'step': done, **val_metrics})
   checkpointer.wait()
   checkpointer.close()
   g_host, d_host = strategy.get_state((g_state, d_state))
@@ -196,3 +189,44 @@ def _check_finite(metrics: dict[str, float], step: int) -> None:
   if bad:
     raise FloatingPointError(
         f'training diverged at step {step}: {", ".join(bad)} not finite')
+
+
+def make_validator(config: Config, workdir: str):
+  """Scores G on a few validation files at each checkpoint (or None).
+
+  Returns ``validate(g_params, step) -> {'val_pesq': ..., ...}``; results
+  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV.
+  """
+  if not config.validation_files or jax.process_index() != 0:
+    return None
+  from segan_jax import enhance, evaluate  # pylint: disable=g-import-not-at-top
+  source = None
+  for split in ('validation', 'test'):
+    try:
+      source = input_pipeline.load_source(config, split)
+      break
+    except ValueError:
+      continue
+  if source is None:
+    logging.warning('No validation or test split in %s: no validation.',
+                    config.dataset)
+    return None
+  enhancer = None
+
+  def validate(g_params, step):
+    nonlocal enhancer
+    generator = enhance.Generator(config, g_params, step)
+    if enhancer is None:
+      enhancer = enhance.Enhancer(generator)
+    summary, _ = evaluate.evaluate_checkpoint(
+        generator, source, label='SEGAN', max_files=config.validation_files,
+        results=os.path.join(workdir, 'validation', f'step_{step}.json'),
+        enhancer=enhancer)
+    scores = {f'val_{k}': float(summary[k])
+              for k in evaluate.TABLE_COLUMNS}
+    logging.info('step %d validation (%d files, %s split): %s', step,
+                 summary['n_files'], split, ', '.join(
+                     f'{k}={v:.3f}' for k, v in scores.items()))
+    return scores
+
+  return validate

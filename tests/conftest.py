@@ -29,4 +29,5 @@ def tiny_config():
   return Config(model_size='tiny', dataset='synthetic', dataset_size=2,
                 num_epochs=2, batch_size=8, vbn_reference_size=4,
                 checkpoint_every_epochs=1, log_every_steps=5,
+                validation_files=0,
                 parallelism='none')

@@ -11,7 +11,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # The demo's flagfile, shrunk to the tiny model and two short epochs.
 TINY = ['--flagfile=experiments/demo.flags', '--model_size=tiny',
         '--dataset_size=1', '--num_epochs=2', '--checkpoint_every_epochs=1',
-        '--batch_size=8', '--vbn_reference_size=4', '--log_every_steps=5']
+        '--batch_size=8', '--vbn_reference_size=4', '--log_every_steps=5',
+        '--validation_files=0']
 
 
 def launch(*args, devices=1):
@@ -93,3 +94,46 @@ def test_trains_on_a_folder_of_wav_pairs(tmp_path):
   windows = 1 + -(-(frames - 1024) // 512)  # tiny model: 1024-sample windows
   assert f'{windows} training windows' in result.stderr
   assert len(checkpoint_steps(tmp_path / 'run')) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / 'babble').is_dir(),
+                    reason=f'shared speech data not found at {SHARED}')
+def test_enhance_and_evaluate_modes(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  trained = launch(*TINY, '--num_epochs=1', f'--workdir={workdir}')
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  out = tmp_path / 'enhanced'
+  enhanced = launch('--mode=enhance', f'--workdir={workdir}',
+                    f'--input={SHARED / "babble" / "noisy"}', f'--output={out}')
+  assert enhanced.returncode == 0, enhanced.stderr[-3000:]
+  assert (out / 'speech.wav').is_file()
+  assert 'Enhanced 1 file(s)' in enhanced.stdout
+
+  evaluated = launch('--mode=evaluate', f'--workdir={workdir}',
+                     '--dataset=wav_pairs', f'--data_dir={SHARED / "babble"}',
+                     f'--tfds_data_dir={tmp_path / "tfds"}')
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert 'PESQ' in evaluated.stdout and 'Noisy' in evaluated.stdout
+  summary = json.loads((workdir / 'evaluation.json').read_text())
+  assert {'pesq', 'stoi', 'csig', 'cbak', 'covl', 'ssnr', 'n_files'} <= set(
+      summary)
+
+  folders = launch('--mode=evaluate', f'--clean_dir={SHARED / "babble" / "clean"}',
+                   f'--enhanced_dir={out}',
+                   f'--noisy_dir={SHARED / "babble" / "noisy"}')
+  assert folders.returncode == 0, folders.stderr[-3000:]
+  assert (tmp_path / 'evaluation.json').is_file()  # beside enhanced/
+
+  missing_step = launch('--mode=enhance', f'--workdir={workdir}',
+                        '--checkpoint_step=999', f'--input={out}',
+                        f'--output={tmp_path / "x"}')
+  assert missing_step.returncode != 0
+  assert 'no checkpoint for step 999' in missing_step.stderr
+  assert 'Traceback' not in missing_step.stderr
+  no_input = launch('--mode=enhance', f'--workdir={workdir}',
+                    f'--input={tmp_path / "nothing.wav"}',
+                    f'--output={tmp_path / "y"}')
+  assert no_input.returncode != 0 and 'no such file' in no_input.stderr
+  assert 'Traceback' not in no_input.stderr

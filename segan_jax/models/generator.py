@@ -32,6 +32,17 @@ def latent_shape(window_size: int, encoder_features: Sequence[int],
   return (window_size // downsampling, encoder_features[-1])
 
 
+def sample_latent(rng: jax.Array, example_index: jax.Array,
+                  shape: tuple[int, ...]) -> jax.Array:
+  """z ~ N(0, 1) per example, keyed by the example's global index.
+
+  Keying by index (not by position in a device's batch) gives every example
+  the same z however a batch is split over devices or a signal over blocks.
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(example_index)
+  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+
 class Generator(nn.Module):
   """Maps a noisy waveform ``[B, T]`` (and z ``[B, T/2^L, C_L]``) to ``[B, T]``."""
 

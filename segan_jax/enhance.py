@@ -1,0 +1,312 @@
+"""Restoring a generator from a checkpoint and enhancing recordings with it.
+
+Files of any length, sample rate, bit depth and channel count are enhanced in
+bounded memory: blocks are read from disk, resampled to 16 kHz (soxr stream),
+pre-emphasised, cut into the paper's non-overlapping windows (the last one
+zero-padded), enhanced in device batches, de-emphasised, resampled back to
+the file's rate and written in the input's format. Filters carry their state
+across blocks, so the result does not depend on the block size. Outputs are
+written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import soundfile
+import soxr
+from absl import logging
+from scipy import signal
+
+from segan_jax import audio
+from segan_jax import checkpoints
+from segan_jax import models
+from segan_jax import parallel
+from segan_jax import train_state
+from segan_jax.config import Config
+
+# Samples (at the file's rate) read from disk at a time.
+BLOCK_SECONDS = 20
+
+
+class EnhanceError(ValueError):
+  """Bad input for enhancement; the message names the file."""
+
+
+@dataclasses.dataclass
+class Generator:
+  """A trained generator ready to apply: config, parameters and step."""
+
+  config: Config
+  params: Any
+  step: int
+
+
+def restore_generator(workdir: str, step: int | None = None) -> Generator:
+  """Loads G's parameters from ``workdir``'s checkpoint ``step`` (default latest).
+
+  The model is rebuilt from the config saved in the checkpoint, so no model
+  flags are needed.
+  """
+  ckpt = checkpoints.Checkpointer(workdir)
+  steps = ckpt.all_steps()
+  if not steps:
+    raise checkpoints.CheckpointError(f'no checkpoint in {ckpt.directory}')
+  if step is not None and step not in steps:
+    raise checkpoints.CheckpointError(
+        f'no checkpoint for step {step} in {ckpt.directory}; available: '
+        f'{", ".join(map(str, steps))}')
+  step = steps[-1] if step is None else step
+  config = checkpoints.config_from_meta(ckpt.read_meta(step))
+  reference = np.zeros((config.vbn_reference_size, config.window, 2),
+                       np.float32)
+  g_state, d_state = jax.device_get(jax.eval_shape(
+      lambda: train_state.create_states(config, jax.random.key(0), reference)))
+  g_state, _, _, _ = ckpt.restore(g_state, d_state, jax.random.key(0),
+                                  config, step=step)
+  ckpt.close()
+  return Generator(config, g_state.params, step)
+
+
+class Enhancer:
+  """Applies a generator to 16 kHz signals, window by window, in batches."""
+
+  def __init__(self, generator: Generator, batch_size: int = 8,
+               seed: int = 0):
+    config = generator.config
+    self.config = config
+    self.window = config.window
+    # Windows are batched onto all devices: the batch is split over a 1-D
+    # device mesh (one device is a mesh of one).
+    self.strategy = parallel.ShardingStrategy(batch_size)
+    self.batch_size = batch_size
+    self.rng = jax.random.key(seed)
+    model = train_state.make_generator(config)
+    latent = train_state.latent_shape(config) if config.use_z else None
+
+    def apply(params, noisy, window_index):
+      z = None
+      if latent is not None:
+        # The paper samples z at test time too: seeded, and keyed by window
+        # so the output does not depend on batching or block sizes.
+        z = models.sample_latent(self.rng, window_index, latent)
+      return model.apply({'params': params}, noisy, z)
+
+    strategy = self.strategy
+    self._apply = jax.jit(apply, in_shardings=(
+        strategy.replicated, strategy.batch_sharding, strategy.batch_sharding))
+    self.params = strategy.put_state(generator.params)
+
+  def set_params(self, params: Any) -> None:
+    """Swaps in other parameters of the same model (no recompilation)."""
+    self.params = self.strategy.put_state(params)
+
+  def enhance_windows(self, windows: np.ndarray,
+                      indices: np.ndarray | None = None) -> np.ndarray:
+    """G on pre-emphasised windows ``[N, window]`` -> ``[N, window]``.
+
+    ``indices`` (default 0..N-1) number the windows within their signal;
+    they key each window's z.
+    """
+    if indices is None:
+      indices = np.arange(windows.shape[0])
+    out = []
+    for start in range(0, windows.shape[0], self.batch_size):
+      batch = windows[start:start + self.batch_size]
+      index = np.asarray(indices[start:start + self.batch_size], np.int32)
+      count = batch.shape[0]
+      if count < self.batch_size:  # one compiled shape: pad the last batch
+        batch = np.pad(batch, ((0, self.batch_size - count), (0, 0)))
+        index = np.pad(index, (0, self.batch_size - count))
+      batch, index = self.strategy.put_batch((batch, index))
+      out.append(np.asarray(self._apply(self.params, batch, index))[:count])
+    return np.concatenate(out) if out else np.zeros((0, self.window),
+                                                    np.float32)
+
+  def stream(self, channels: int) -> 'SignalStream':
+    return SignalStream(self, channels)
+
+  def enhance_signal(self, x: np.ndarray) -> np.ndarray:
+    """Enhances a whole 16 kHz signal ``[T]`` or ``[T, C]`` in memory."""
+    two_d = x.reshape(x.shape[0], -1)
+    stream = self.stream(two_d.shape[1])
+    out = np.concatenate(list(stream.push(two_d)) + list(stream.finish()))
+    return out.reshape(x.shape)
+
+
+class SignalStream:
+  """Enhances a 16 kHz multi-channel signal pushed in blocks of any size.
+
+  Pre-emphasis and de-emphasis keep their filter state across blocks; samples
+  wait in a buffer until a whole window is there, and the tail is zero-padded
+  to one window by ``finish`` and trimmed back to the input's length.
+  """
+
+  def __init__(self, enhancer: Enhancer, channels: int):
+    self.enhancer = enhancer
+    self.coeff = enhancer.config.preemphasis
+    self.channels = channels
+    self.buffer = np.zeros((0, channels), np.float32)
+    self.previous = np.zeros(channels, np.float32)   # pre-emphasis state
+    self.deemphasis_state = np.zeros((1, channels))  # lfilter state
+    self.windows_done = 0
+
+  def push(self, x: np.ndarray) -> Iterator[np.ndarray]:
+    x = np.asarray(x, np.float32).reshape(-1, self.channels)
+    if x.shape[0] == 0:
+      return
+    shifted = np.concatenate([self.previous[None], x[:-1]])
+    self.previous = x[-1].copy()
+    self.buffer = np.concatenate([self.buffer, x - self.coeff * shifted])
+    whole = self.buffer.shape[0] // self.enhancer.window * self.enhancer.window
+    if whole:
+      ready, self.buffer = self.buffer[:whole], self.buffer[whole:]
+      yield self._enhance(ready)
+
+  def finish(self) -> Iterator[np.ndarray]:
+    length = self.buffer.shape[0]
+    if length:
+      padded = np.pad(self.buffer, ((0, self.enhancer.window - length), (0, 0)))
+      yield self._enhance(padded)[:length]
+      self.buffer = self.buffer[:0]
+
+  def _enhance(self, x: np.ndarray) -> np.ndarray:
+    window = self.enhancer.window
+    n = x.shape[0] // window
+    # [n * window, C] -> [C * n, window]: channels are independent examples.
+    windows = x.T.reshape(self.channels * n, window)
+    # Window w of channel c is number w * channels + c of the signal.
+    w = self.windows_done + np.arange(n)
+    indices = (w[None, :] * self.channels + np.arange(self.channels)[:, None])
+    self.windows_done += n
+    y = self.enhancer.enhance_windows(windows, indices.reshape(-1))
+    y = y.reshape(self.channels, n * window).T
+    y, self.deemphasis_state = signal.lfilter(
+        [1.0], [1.0, -self.coeff], y, axis=0, zi=self.deemphasis_state)
+    return y.astype(np.float32)
+
+
+def _check_input(path: str) -> soundfile._SoundFileInfo:
+  if not os.path.isfile(path):
+    raise EnhanceError(f'{path}: no such file')
+  try:
+    info = soundfile.info(path)
+  except (soundfile.LibsndfileError, RuntimeError) as e:
+    reason = str(e).split(':')[-1].strip()
+    raise EnhanceError(f'{path}: not a readable audio file ({reason})') from None
+  if info.frames == 0:
+    raise EnhanceError(f'{path}: empty audio (0 samples)')
+  return info
+
+
+def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
+  """Enhances one file into ``dst`` (same rate, channels, format).
+
+  Returns the audio duration in seconds. Never leaves a partial ``dst``.
+  """
+  info = _check_input(src)
+  if os.path.exists(dst) and os.path.samefile(src, dst):
+    raise EnhanceError(f'{dst}: output would overwrite its input')
+  rate, channels = info.samplerate, info.channels
+  os.makedirs(os.path.dirname(os.path.abspath(dst)) or '.', exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(dst) + '.',
+                             suffix='.partial', dir=os.path.dirname(
+                                 os.path.abspath(dst)))
+  os.close(fd)
+  integer = info.subtype.startswith(('PCM', 'ULAW', 'ALAW'))
+  try:
+    down = up = None
+    if rate != audio.SAMPLE_RATE:
+      down = soxr.ResampleStream(rate, audio.SAMPLE_RATE, channels,
+                                 dtype='float32', quality='VHQ')
+      up = soxr.ResampleStream(audio.SAMPLE_RATE, rate, channels,
+                               dtype='float32', quality='VHQ')
+    stream = enhancer.stream(channels)
+    written = 0
+
+    def write(fout, y16, last=False):
+      nonlocal written
+      y = up.resample_chunk(y16, last=last) if up is not None else y16
+      y = y[:max(0, info.frames - written)]  # resampler rounding at the end
+      if integer:
+        y = np.clip(y, -1.0, 1.0)
+      fout.write(y)
+      written += y.shape[0]
+
+    with soundfile.SoundFile(src) as fin, soundfile.SoundFile(
+        tmp, 'w', samplerate=rate, channels=channels, subtype=info.subtype,
+        format=info.format) as fout:
+      for block in fin.blocks(blocksize=BLOCK_SECONDS * rate, dtype='float32',
+                              always_2d=True):
+        if not np.isfinite(block).all():
+          raise EnhanceError(f'{src}: contains NaN or infinite samples')
+        x16 = down.resample_chunk(block) if down is not None else block
+        for y16 in stream.push(x16):
+          write(fout, y16)
+      if down is not None:
+        for y16 in stream.push(down.resample_chunk(
+            np.zeros((0, channels), np.float32), last=True)):
+          write(fout, y16)
+      tail = list(stream.finish()) or [np.zeros((0, channels), np.float32)]
+      for y16 in tail:
+        write(fout, y16, last=True)
+      if written < info.frames:  # resampler delivered a few samples short
+        fout.write(np.zeros((info.frames - written, channels), np.float32))
+    os.replace(tmp, dst)
+  except soundfile.LibsndfileError as e:
+    raise EnhanceError(f'{src}: {e}') from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return info.frames / rate
+
+
+def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
+  """(source, destination) for a file, or for a folder tree (kept as is)."""
+  if not os.path.exists(input_path):
+    raise EnhanceError(f'{input_path}: no such file or folder')
+  if os.path.isfile(input_path):
+    if os.path.isdir(output_path):
+      output_path = os.path.join(output_path, os.path.basename(input_path))
+    return [(input_path, output_path)]
+  src_root = os.path.abspath(input_path)
+  dst_root = os.path.abspath(output_path)
+  if dst_root == src_root:
+    raise EnhanceError(f'{output_path}: output folder is the input folder; '
+                       'choose another so inputs are never overwritten')
+  plan = []
+  for folder, dirs, files in os.walk(src_root):
+    dirs.sort()
+    if os.path.abspath(folder).startswith(dst_root + os.sep):
+      continue  # an output folder inside the input folder
+    for f in sorted(files):
+      if f.lower().endswith(('.wav', '.flac', '.ogg', '.aiff', '.aif')):
+        src = os.path.join(folder, f)
+        plan.append((src, os.path.join(dst_root,
+                                       os.path.relpath(src, src_root))))
+  if not plan:
+    raise EnhanceError(f'{input_path}: no audio files (.wav, .flac, ...) found')
+  return plan
+
+
+def enhance_paths(enhancer: Enhancer, input_path: str,
+                  output_path: str) -> list[str]:
+  """Enhances a file or a folder tree; returns the files written."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  plan = plan_outputs(input_path, output_path)
+  done, seconds = [], 0.0
+  with tqdm(plan, unit='file', disable=not sys.stderr.isatty()) as bar:
+    for src, dst in bar:
+      seconds += enhance_file(enhancer, src, dst)
+      done.append(dst)
+      bar.set_postfix(audio=f'{seconds:.0f}s')
+      logging.info('Enhanced %s -> %s (%d/%d files, %.1f s of audio).', src,
+                   dst, len(done), len(plan), seconds)
+  return done

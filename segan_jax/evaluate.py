@@ -1,0 +1,162 @@
+"""Scoring enhancement with the paper's metrics: a checkpoint on a dataset
+split, or any folder of enhanced files against their clean references.
+
+Writes a JSON summary (top level: the mean of each metric of the evaluated
+system, and ``n_files``) and a per-file CSV beside it, and returns the table
+that launch.py prints (rows: Noisy and the system; columns as in the paper).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+from absl import logging
+
+from segan_jax import audio
+from segan_jax import enhance
+from segan_jax import metrics
+from segan_jax.datasets import pairs as pairs_lib
+
+TABLE_COLUMNS = ('pesq', 'csig', 'cbak', 'covl', 'ssnr', 'stoi')
+
+
+def _score(references: Sequence[np.ndarray], signals: Sequence[np.ndarray],
+           ids: Sequence[str], num_workers: int | None) -> list[dict]:
+  try:
+    return metrics.evaluate_pairs(list(zip(references, signals)),
+                                  num_workers=num_workers)
+  except ValueError as e:
+    # evaluate_pairs says 'pair <i>: ...'; users want the file's name.
+    match = re.match(r'pair (\d+): (.*)', str(e))
+    if match:
+      raise ValueError(f'{ids[int(match.group(1))]}: {match.group(2)}') from None
+    raise
+
+
+def enhance_and_score(enhancer: enhance.Enhancer, source,
+                      max_files: int | None = None,
+                      num_workers: int | None = None) -> dict[str, list[dict]]:
+  """Enhances each utterance of ``source``; scores noisy and enhanced.
+
+  Returns ``{'ids': [...], 'noisy': rows, 'model': rows}`` (rows: one flat
+  metrics dict per file).
+  """
+  count = len(source) if max_files is None else min(max_files, len(source))
+  ids, cleans, noisies, enhanced = [], [], [], []
+  for i in range(count):
+    example = source[i]
+    ids.append(example['id'])
+    cleans.append(example['clean'])
+    noisies.append(example['noisy'])
+    enhanced.append(enhancer.enhance_signal(example['noisy']))
+  return {'ids': ids,
+          'noisy': _score(cleans, noisies, ids, num_workers),
+          'model': _score(cleans, enhanced, ids, num_workers)}
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+  """The paper's table: one row per system, PESQ CSIG CBAK COVL SSNR STOI."""
+  header = f'{"":<24}' + ''.join(f'{c.upper():>8}' for c in TABLE_COLUMNS)
+  lines = [header]
+  for name, means in rows.items():
+    lines.append(f'{name:<24}' + ''.join(
+        f'{means[c]:>8.3f}' if c in means else f'{"-":>8}'
+        for c in TABLE_COLUMNS))
+  return '\n'.join(lines)
+
+
+def write_results(path: str, summary: dict[str, Any], ids: Sequence[str],
+                  systems: dict[str, list[dict]]) -> str:
+  """JSON summary at ``path``, per-file CSV beside it; both written atomically."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  _atomic_write(path, json.dumps(summary, indent=1, sort_keys=True) + '\n')
+  csv_path = os.path.splitext(path)[0] + '.csv'
+  names = list(metrics.METRIC_NAMES)
+  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False,
+                                   suffix='.partial', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['file', 'system'] + names)
+    for system, rows in systems.items():
+      for file_id, row in zip(ids, rows):
+        writer.writerow([file_id, system] + [f'{row[n]:.6f}' for n in names])
+  os.replace(f.name, csv_path)
+  return csv_path
+
+
+def _atomic_write(path: str, text: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False,
+                                   suffix='.partial') as f:
+    f.write(text)
+  os.replace(f.name, path)
+
+
+def summarize(model_rows: list[dict], noisy_rows: list[dict] | None,
+              **extra: Any) -> dict[str, Any]:
+  summary = metrics.mean_metrics(model_rows)
+  if noisy_rows is not None:
+    summary['noisy'] = metrics.mean_metrics(noisy_rows)
+  summary.update(extra)
+  return summary
+
+
+def evaluate_checkpoint(generator: enhance.Generator, source, *, results: str,
+                        label: str, batch_size: int = 8,
+                        max_files: int | None = None,
+                        num_workers: int | None = None,
+                        enhancer: enhance.Enhancer | None = None
+                        ) -> tuple[dict, str]:
+  """Enhances and scores a dataset split; returns (summary, table)."""
+  if enhancer is None:
+    enhancer = enhance.Enhancer(generator, batch_size=batch_size)
+  else:
+    enhancer.set_params(generator.params)
+  scored = enhance_and_score(enhancer, source, max_files, num_workers)
+  summary = summarize(scored['model'], scored['noisy'], step=generator.step,
+                      system=label)
+  write_results(results, summary, scored['ids'],
+                {'noisy': scored['noisy'], 'model': scored['model']})
+  table = format_table({'Noisy': summary['noisy'], label: summary})
+  return summary, table
+
+
+def evaluate_folders(clean_dir: str, enhanced_dir: str, *,
+                     results: str | None = None,
+                     noisy_dir: str | None = None,
+                     num_workers: int | None = None) -> tuple[dict, str]:
+  """Scores files of ``enhanced_dir`` against equally named ``clean_dir`` files."""
+  pairs = pairs_lib.find_pairs(enhanced_dir, clean_dir)
+  ids, cleans, enhanced, noisies = [], [], [], []
+  for pair in pairs:
+    clean = audio.read_mono_16k(pair.clean)
+    processed = audio.read_mono_16k(pair.noisy)
+    if processed.shape != clean.shape:
+      raise ValueError(f'{pair.noisy}: {processed.shape[0]} samples at 16 kHz '
+                       f'but {pair.clean} has {clean.shape[0]}')
+    ids.append(pair.id)
+    cleans.append(clean)
+    enhanced.append(processed)
+    if noisy_dir:
+      noisies.append(audio.read_mono_16k(os.path.join(noisy_dir, pair.id)))
+  systems = {'enhanced': _score(cleans, enhanced, ids, num_workers)}
+  if noisy_dir:
+    systems['noisy'] = _score(cleans, noisies, ids, num_workers)
+  summary = summarize(systems['enhanced'], systems.get('noisy'),
+                      clean_dir=os.path.abspath(clean_dir),
+                      enhanced_dir=os.path.abspath(enhanced_dir))
+  if results is None:
+    results = os.path.join(
+        os.path.dirname(os.path.abspath(enhanced_dir.rstrip('/'))),
+        'evaluation.json')
+  write_results(results, summary, ids, systems)
+  rows = {'Noisy': summary['noisy']} if noisy_dir else {}
+  rows[os.path.basename(enhanced_dir.rstrip('/')) or 'enhanced'] = summary
+  logging.info('Wrote %s.', results)
+  return summary, format_table(rows)

@@ -1,0 +1,203 @@
+"""Restore a checkpoint, enhance files of any format, score with the paper's metrics."""
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+import soxr
+
+from segan_jax import checkpoints
+from segan_jax import enhance
+from segan_jax import evaluate
+from segan_jax import train
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f'shared speech data not found at {SHARED}')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny model trained for 2 epochs (checkpoints at both)."""
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  config = Config(model_size='tiny', dataset_size=1, num_epochs=2,
+                  batch_size=8, vbn_reference_size=4,
+                  checkpoint_every_epochs=1, validation_files=0,
+                  parallelism='none')
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  result = train.train_and_evaluate(config, workdir)
+  return workdir, result
+
+
+class IdentityEnhancer(enhance.Enhancer):
+  """G replaced by the identity: the pipeline around it must give x back."""
+
+  def __init__(self, window=1024):
+    self.window = window
+    self.config = type('C', (), {'preemphasis': 0.95})()
+
+  def enhance_windows(self, windows, indices=None):
+    return windows
+
+
+def _speechlike(rate, seconds, channels, seed=0):
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(rate * seconds)) / rate
+  x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+  x = x[:, None] + 0.02 * rng.standard_normal((t.size, channels))
+  return x.astype(np.float32)
+
+
+def test_identity_round_trip_16k_is_exact(tmp_path):
+  x = _speechlike(16000, 2.3, 1)  # not a whole number of windows
+  soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
+  enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
+                       str(tmp_path / 'out.wav'))
+  y, rate = soundfile.read(tmp_path / 'out.wav', dtype='float32')
+  assert rate == 16000 and y.shape == (x.shape[0],)
+  np.testing.assert_allclose(y, x[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize('rate, channels, subtype', [
+    (48000, 2, 'PCM_16'), (44100, 1, 'PCM_24'), (8000, 6, 'FLOAT'),
+    (22050, 1, 'PCM_U8')])
+def test_identity_round_trip_other_rates_within_resampler_error(
+    tmp_path, rate, channels, subtype):
+  x = _speechlike(rate, 1.7, channels)
+  soundfile.write(tmp_path / 'in.wav', x, rate, subtype=subtype)
+  stored, _ = soundfile.read(tmp_path / 'in.wav', dtype='float32',
+                             always_2d=True)
+  enhance.BLOCK_SECONDS, saved = 1, enhance.BLOCK_SECONDS  # several blocks
+  try:
+    enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
+                         str(tmp_path / 'out.wav'))
+  finally:
+    enhance.BLOCK_SECONDS = saved
+  info = soundfile.info(tmp_path / 'out.wav')
+  assert (info.samplerate, info.channels, info.subtype) == (rate, channels,
+                                                            subtype)
+  assert info.frames == stored.shape[0]
+  y, _ = soundfile.read(tmp_path / 'out.wav', dtype='float32', always_2d=True)
+  # What 16 kHz processing can keep: the input band-limited by the same
+  # resampler pair.
+  expected = soxr.resample(soxr.resample(stored, rate, 16000, 'VHQ'), 16000,
+                           rate, 'VHQ')[:stored.shape[0]]
+  tolerance = 0.02 if subtype == 'PCM_U8' else 2e-3
+  inner = slice(rate // 50, -rate // 50)  # resampler edge effects
+  np.testing.assert_allclose(y[inner], expected[inner], atol=tolerance)
+
+
+def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
+                                                               tmp_path):
+  workdir, result = trained
+  steps = checkpoints.Checkpointer(workdir).all_steps()
+  restored = enhance.restore_generator(workdir)
+  assert restored.step == steps[-1] == result['step']
+  in_memory = enhance.Generator(restored.config, result['g_state'].params,
+                                result['step'])
+  x = _speechlike(16000, 1.5, 1)[:, 0]
+  a = enhance.Enhancer(restored).enhance_signal(x)
+  b = enhance.Enhancer(in_memory).enhance_signal(x)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == x.shape and not np.allclose(a, x)
+  # An earlier step is another model.
+  first = enhance.restore_generator(workdir, steps[0])
+  assert first.step == steps[0]
+  assert not np.array_equal(enhance.Enhancer(first).enhance_signal(x), a)
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=f'available: {steps[0]}, {steps[1]}'):
+    enhance.restore_generator(workdir, 12345)
+  with pytest.raises(checkpoints.CheckpointError, match='no checkpoint'):
+    enhance.restore_generator(str(tmp_path))
+
+
+def test_output_independent_of_block_size_and_batch(trained, tmp_path):
+  workdir, _ = trained
+  generator = enhance.restore_generator(workdir)
+  x = _speechlike(48000, 3.0, 2)
+  soundfile.write(tmp_path / 'in.wav', x, 48000, subtype='FLOAT')
+  outputs = []
+  for block, batch in ((20, 8), (1, 2)):
+    enhance.BLOCK_SECONDS, saved = block, enhance.BLOCK_SECONDS
+    try:
+      enhance.enhance_file(enhance.Enhancer(generator, batch_size=batch),
+                           str(tmp_path / 'in.wav'),
+                           str(tmp_path / f'out{block}.wav'))
+    finally:
+      enhance.BLOCK_SECONDS = saved
+    outputs.append(soundfile.read(tmp_path / f'out{block}.wav')[0])
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_folder_tree_is_kept_and_inputs_untouched(trained, tmp_path):
+  workdir, _ = trained
+  src = tmp_path / 'in'
+  (src / 'a' / 'b').mkdir(parents=True)
+  soundfile.write(src / 'top.wav', _speechlike(16000, 0.5, 1), 16000)
+  soundfile.write(src / 'a' / 'b' / 'deep.flac', _speechlike(24000, 0.4, 2),
+                  24000)
+  before = {p: p.read_bytes() for p in src.rglob('*') if p.is_file()}
+  enhancer = enhance.Enhancer(enhance.restore_generator(workdir))
+  written = enhance.enhance_paths(enhancer, str(src), str(tmp_path / 'out'))
+  assert sorted(os.path.relpath(w, tmp_path / 'out') for w in written) == [
+      'a/b/deep.flac', 'top.wav']
+  assert soundfile.info(tmp_path / 'out' / 'a' / 'b' / 'deep.flac').channels == 2
+  assert {p: p.read_bytes() for p in src.rglob('*') if p.is_file()} == before
+  with pytest.raises(enhance.EnhanceError, match='output folder is the input'):
+    enhance.enhance_paths(enhancer, str(src), str(src))
+  with pytest.raises(enhance.EnhanceError, match='would overwrite its input'):
+    enhance.enhance_file(enhancer, str(src / 'top.wav'), str(src / 'top.wav'))
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda p: p.write_text('not audio'), 'not a readable audio file'),
+    (lambda p: soundfile.write(p, np.zeros(0), 16000), 'empty audio'),
+    (lambda p: soundfile.write(p, np.full(40000, np.nan), 16000,
+                               subtype='FLOAT'), 'NaN or infinite'),
+    (lambda p: None, 'no such file'),
+])
+def test_bad_inputs_one_line_and_no_partial_output(tmp_path, make, message):
+  src = tmp_path / 'bad.wav'
+  make(src)
+  with pytest.raises(enhance.EnhanceError, match=message) as e:
+    enhance.enhance_file(IdentityEnhancer(), str(src),
+                         str(tmp_path / 'out' / 'bad.wav'))
+  assert '\n' not in str(e.value) and 'bad.wav' in str(e.value)
+  leftovers = list((tmp_path / 'out').glob('*')) if (tmp_path / 'out').exists() else []
+  assert leftovers == []
+
+
+@needs_shared
+def test_evaluate_folders_reproduces_reference_noisy_scores(tmp_path):
+  reference = json.loads((SHARED / 'reference_metrics.json').read_text())
+  results = tmp_path / 'noisy_eval.json'
+  summary, table = evaluate.evaluate_folders(
+      str(SHARED / 'vbd_test' / 'clean'), str(SHARED / 'vbd_test' / 'noisy'),
+      results=str(results))
+  saved = json.loads(results.read_text())
+  assert saved['n_files'] == 25
+  for key in ('pesq', 'stoi', 'csig', 'cbak', 'covl', 'ssnr'):
+    assert saved[key] == pytest.approx(reference['mean'][key], abs=1e-3), key
+  rows = (tmp_path / 'noisy_eval.csv').read_text().splitlines()
+  assert len(rows) == 1 + 25 and rows[0].startswith('file,system,pesq')
+  assert 'PESQ' in table and f'{reference["mean"]["pesq"]:.3f}' in table
+  assert summary['n_files'] == 25
+
+
+def test_evaluate_checkpoint_writes_table_csv_and_json(trained, tmp_path):
+  from segan_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  workdir, _ = trained
+  generator = enhance.restore_generator(workdir)
+  source = synthetic.SyntheticSpeech('test', num_utterances=2)
+  summary, table = evaluate.evaluate_checkpoint(
+      generator, source, results=str(tmp_path / 'e.json'), label='SEGAN')
+  saved = json.loads((tmp_path / 'e.json').read_text())
+  for key in ('pesq', 'stoi', 'csig', 'cbak', 'covl', 'ssnr'):
+    assert np.isfinite(saved[key]) and np.isfinite(saved['noisy'][key])
+  assert saved['n_files'] == 2 and saved['step'] == generator.step
+  assert table.splitlines()[1].startswith('Noisy')
+  assert len((tmp_path / 'e.csv').read_text().splitlines()) == 1 + 2 * 2

@@ -30,11 +30,13 @@ def run(mode: str) -> None:
   if not f.WORKDIR.value:
     raise ValueError(f'--mode={mode} needs --workdir')
   if mode == 'train':
-    result = train.train_and_evaluate(f.config_from_flags(), f.WORKDIR.value)
-    logging.info('Finished at step %d (epoch %d). Enhance with: python '
-                 'launch.py --mode=enhance --workdir=%s --input=NOISY '
-                 '--output=ENHANCED', result['step'], result['epoch'],
-                 f.WORKDIR.value)
+    config = f.config_from_flags()
+    result = train.train_and_evaluate(config, f.WORKDIR.value)
+    logging.info('Finished at step %d (epoch %d).', result['step'],
+                 result['epoch'])
+    if config.model != 'gan':
+      logging.info('Enhance with: python launch.py --mode=enhance --workdir=%s '
+                   '--input=NOISY --output=ENHANCED', f.WORKDIR.value)
     return
   generator = enhance.restore_generator(f.WORKDIR.value,
                                         f.CHECKPOINT_STEP.value)

@@ -1,7 +1,8 @@
 """Orbax checkpoints of both train states, the run's key, progress and config.
 
 A checkpoint directory ``<workdir>/checkpoints/<step>/`` holds two items:
-``state`` (G and D train states with optimizer states, and the PRNG key data)
+``state`` (the train states of the run's networks — G and D for SEGAN and the
+basic GAN, G for the autoencoder — with optimizer states, and the PRNG key)
 and ``meta`` (JSON: step, epoch, the run's config). Orbax writes each
 checkpoint under a temporary name and renames it when complete, so a crash
 mid-save never leaves a checkpoint that looks finished.
@@ -30,7 +31,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 class Checkpointer:
-  """Saves and restores ``(g_state, d_state, rng)`` with their metadata."""
+  """Saves and restores ``({'g': ..., 'd': ...}, rng)`` with their metadata."""
 
   def __init__(self, workdir: str, keep: int = 0):
     self.directory = checkpoint_dir(workdir)
@@ -45,11 +46,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, g_state, d_state, rng: jax.Array, epoch: int,
-           config: Config) -> None:
-    state = {'g': serialization.to_state_dict(g_state),
-             'd': serialization.to_state_dict(d_state),
-             'rng': np.asarray(jax.random.key_data(rng))}
+  def save(self, step: int, states: dict[str, Any], rng: jax.Array,
+           epoch: int, config: Config) -> None:
+    state = _state_tree(states, rng)
     meta = {'step': int(step), 'epoch': int(epoch), 'config': config.to_dict()}
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
@@ -57,45 +56,53 @@ class Checkpointer:
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
+  def resolve_step(self, step: int | None = None) -> int:
+    """``step`` if it exists (default: the latest), else CheckpointError."""
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f'no checkpoint in {self.directory}')
+    if step is None:
+      return steps[-1]
+    if step not in steps:
+      raise CheckpointError(
+          f'no checkpoint for step {step} in {self.directory}; available: '
+          f'{", ".join(map(str, steps))}')
+    return step
+
   def read_meta(self, step: int) -> dict[str, Any]:
     restored = self.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return restored['meta']
 
-  def restore(self, g_state, d_state, rng: jax.Array, config: Config,
+  def restore(self, states: dict[str, Any], rng: jax.Array, config: Config,
               step: int | None = None):
     """Restores into the structure of the given (host) states.
 
-    Returns ``(g_state, d_state, rng, meta)``. Raises CheckpointError when
-    there is no such checkpoint or it was written for another model.
+    Returns ``(states, rng, meta)``. Raises CheckpointError when there is no
+    such checkpoint or it was written for another model.
     """
-    steps = self.all_steps()
-    if step is None:
-      if not steps:
-        raise CheckpointError(f'no checkpoint in {self.directory}')
-      step = steps[-1]
-    elif step not in steps:
-      raise CheckpointError(
-          f'no checkpoint for step {step} in {self.directory}; available: '
-          f'{", ".join(map(str, steps)) or "none"}')
+    step = self.resolve_step(step)
     meta = self.read_meta(step)
     saved = config_from_meta(meta).model_signature()
     if saved != config.model_signature():
       raise CheckpointError(
           f'checkpoint {self.directory}/{step} was written for model '
           f'{saved}, but this run builds {config.model_signature()}')
-    target = {'g': serialization.to_state_dict(g_state),
-              'd': serialization.to_state_dict(d_state),
-              'rng': np.asarray(jax.random.key_data(rng))}
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))['state']
-    g_state = serialization.from_state_dict(g_state, restored['g'])
-    d_state = serialization.from_state_dict(d_state, restored['d'])
+        state=ocp.args.StandardRestore(_state_tree(states, rng))))['state']
+    states = {name: serialization.from_state_dict(s, restored[name])
+              for name, s in states.items()}
     rng = jax.random.wrap_key_data(np.asarray(restored['rng']))
-    return g_state, d_state, rng, meta
+    return states, rng, meta
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _state_tree(states: dict[str, Any], rng: jax.Array) -> dict[str, Any]:
+  tree = {name: serialization.to_state_dict(s) for name, s in states.items()}
+  tree['rng'] = np.asarray(jax.random.key_data(rng))
+  return tree
 
 
 def config_from_meta(meta: dict[str, Any]) -> Config:

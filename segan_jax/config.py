@@ -19,7 +19,9 @@ MODEL_SIZES = {
 }
 
 PARALLELISM = ('auto', 'none', 'pmap', 'sharding')
-MODELS = ('segan',)
+MODELS = ('segan', 'autoencoder', 'gan')
+RECONSTRUCTION_LOSSES = ('l1', 'l2')
+GAN_LOSSES = ('bce', 'lsgan')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +34,11 @@ class Config:
   encoder_features: tuple[int, ...] | None = None
   kernel_size: int | None = None
   window_size: int | None = None
-  use_z: bool = True
+  use_z: bool = True  # SEGAN's latent z (the autoencoder never has one)
+  # autoencoder: its training loss; gan: its loss and latent size.
+  reconstruction_loss: str = 'l1'
+  gan_loss: str = 'bce'
+  latent_dim: int = 64
 
   dataset: str = 'synthetic'
   data_dir: str | None = None
@@ -64,6 +70,13 @@ class Config:
     if self.model_size not in MODEL_SIZES:
       raise ValueError(f'unknown model_size {self.model_size!r}; known: '
                        f'{", ".join(MODEL_SIZES)}')
+    if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+      raise ValueError(f'unknown reconstruction_loss '
+                       f'{self.reconstruction_loss!r}; known: l1, l2')
+    if self.gan_loss not in GAN_LOSSES:
+      raise ValueError(f'unknown gan_loss {self.gan_loss!r}; known: bce, lsgan')
+    if self.model == 'autoencoder':
+      object.__setattr__(self, 'use_z', False)
     if self.parallelism not in PARALLELISM:
       raise ValueError(f'unknown parallelism {self.parallelism!r}; known: '
                        f'{", ".join(PARALLELISM)}')
@@ -104,5 +117,8 @@ class Config:
 
   def model_signature(self) -> dict[str, Any]:
     """What a checkpoint's parameters depend on (checked when restoring)."""
-    return dict(model=self.model, features=list(self.features),
-                kernel=self.kernel, window=self.window, use_z=self.use_z)
+    signature = dict(model=self.model, features=list(self.features),
+                     kernel=self.kernel, window=self.window, use_z=self.use_z)
+    if self.model == 'gan':
+      signature['latent_dim'] = self.latent_dim
+    return signature

@@ -56,23 +56,17 @@ def restore_generator(workdir: str, step: int | None = None) -> Generator:
   flags are needed.
   """
   ckpt = checkpoints.Checkpointer(workdir)
-  steps = ckpt.all_steps()
-  if not steps:
-    raise checkpoints.CheckpointError(f'no checkpoint in {ckpt.directory}')
-  if step is not None and step not in steps:
-    raise checkpoints.CheckpointError(
-        f'no checkpoint for step {step} in {ckpt.directory}; available: '
-        f'{", ".join(map(str, steps))}')
-  step = steps[-1] if step is None else step
+  step = ckpt.resolve_step(step)
   config = checkpoints.config_from_meta(ckpt.read_meta(step))
-  reference = np.zeros((config.vbn_reference_size, config.window, 2),
-                       np.float32)
-  g_state, d_state = jax.device_get(jax.eval_shape(
-      lambda: train_state.create_states(config, jax.random.key(0), reference)))
-  g_state, _, _, _ = ckpt.restore(g_state, d_state, jax.random.key(0),
-                                  config, step=step)
+  if config.model == 'gan':
+    raise checkpoints.CheckpointError(
+        f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
+        'than enhances; use a segan or autoencoder run')
+  template = jax.device_get(jax.eval_shape(
+      lambda: train_state.create_states(config, jax.random.key(0))))
+  states, _, _ = ckpt.restore(template, jax.random.key(0), config, step=step)
   ckpt.close()
-  return Generator(config, g_state.params, step)
+  return Generator(config, states['g'].params, step)
 
 
 class Enhancer:

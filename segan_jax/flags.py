@@ -38,8 +38,10 @@ ENHANCE_BATCH_SIZE = flags.DEFINE_integer(
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: checkpoints go to WORKDIR/checkpoints; '
     'launching again with the same workdir resumes.')
-MODEL = flags.DEFINE_enum('model', _DEFAULT.model, config_lib.MODELS,
-                          'Which system to train.')
+MODEL = flags.DEFINE_enum(
+    'model', _DEFAULT.model, config_lib.MODELS,
+    'segan; autoencoder (G without z or D, reconstruction loss); gan (the '
+    'basic unconditional GAN).')
 MODEL_SIZE = flags.DEFINE_enum(
     'model_size', _DEFAULT.model_size, list(config_lib.MODEL_SIZES),
     'Named network size (paper = Pascual et al. 2017).')
@@ -91,6 +93,13 @@ KEEP_CHECKPOINTS = flags.DEFINE_integer(
 LOG_EVERY_STEPS = flags.DEFINE_integer('log_every_steps',
                                        _DEFAULT.log_every_steps,
                                        'Log metrics every this many steps.')
+RECONSTRUCTION_LOSS = flags.DEFINE_enum(
+    'reconstruction_loss', 'l1', list(config_lib.RECONSTRUCTION_LOSSES),
+    'autoencoder: its training loss.')
+GAN_LOSS = flags.DEFINE_enum(
+    'gan_loss', 'bce', list(config_lib.GAN_LOSSES),
+    'gan: non-saturating cross-entropy (bce) or least squares (lsgan).')
+LATENT_DIM = flags.DEFINE_integer('latent_dim', 64, 'gan: size of z.')
 VALIDATION_FILES = flags.DEFINE_integer(
     'validation_files', config_lib.Config().validation_files,
     'Validation files enhanced and scored at each checkpoint (0: none).')
@@ -124,5 +133,8 @@ def config_from_flags() -> config_lib.Config:
       keep_checkpoints=KEEP_CHECKPOINTS.value,
       log_every_steps=LOG_EVERY_STEPS.value,
       validation_files=VALIDATION_FILES.value,
+      reconstruction_loss=RECONSTRUCTION_LOSS.value,
+      gan_loss=GAN_LOSS.value,
+      latent_dim=LATENT_DIM.value,
       parallelism=PARALLELISM.value,
   )

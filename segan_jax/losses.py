@@ -26,3 +26,15 @@ def l1_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
 def l2_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Mean squared error over every sample."""
   return jnp.mean(jnp.square(prediction - target))
+
+
+def bce_discriminator_loss(real_logits: jax.Array,
+                           fake_logits: jax.Array) -> jax.Array:
+  """Classic GAN loss of D: -log sigmoid(D(real)) - log(1 - sigmoid(D(fake)))."""
+  return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(
+      jax.nn.softplus(fake_logits))
+
+
+def nonsaturating_generator_loss(fake_logits: jax.Array) -> jax.Array:
+  """Non-saturating G loss: -log sigmoid(D(fake)) (strong gradients early)."""
+  return jnp.mean(jax.nn.softplus(-fake_logits))

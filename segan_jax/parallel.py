@@ -54,9 +54,9 @@ class Strategy:
     return self.global_batch_size // jax.process_count()
 
   def compile(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """step_fn(g_state, d_state, batch, rng, *, axis_name) -> (g, d, metrics)."""
+    """step_fn(states, batch, rng, *, axis_name) -> (states, metrics)."""
     return jax.jit(functools.partial(step_fn, axis_name=None),
-                   donate_argnums=(0, 1))
+                   donate_argnums=(0,))
 
   def put_state(self, tree: Any) -> Any:
     return jax.device_put(tree, jax.local_devices()[0])
@@ -83,8 +83,8 @@ class PmapStrategy(Strategy):
 
   def compile(self, step_fn):
     return jax.pmap(functools.partial(step_fn, axis_name=PMAP_AXIS),
-                    axis_name=PMAP_AXIS, in_axes=(0, 0, 0, None),
-                    donate_argnums=(0, 1))
+                    axis_name=PMAP_AXIS, in_axes=(0, 0, None),
+                    donate_argnums=(0,))
 
   def put_state(self, tree):
     return jax_utils.replicate(tree)
@@ -123,11 +123,10 @@ class ShardingStrategy(Strategy):
 
   def compile(self, step_fn):
     return jax.jit(functools.partial(step_fn, axis_name=None),
-                   in_shardings=(self.replicated, self.replicated,
-                                 self.batch_sharding, self.replicated),
-                   out_shardings=(self.replicated, self.replicated,
-                                  self.replicated),
-                   donate_argnums=(0, 1))
+                   in_shardings=(self.replicated, self.batch_sharding,
+                                 self.replicated),
+                   out_shardings=(self.replicated, self.replicated),
+                   donate_argnums=(0,))
 
   def put_state(self, tree):
     return jax.device_put(tree, self.replicated)

@@ -1,4 +1,5 @@
-"""The SEGAN train step (pure, compiled once) and the training loop."""
+"""Train steps (pure, compiled once) of SEGAN, the autoencoder and the basic
+GAN, and the training loop they share."""
 
 from __future__ import annotations
 
@@ -106,17 +107,97 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   return g_state, d_state, metrics
 
 
+def segan_step(states, batch, rng, *, axis_name=None, **kwargs):
+  """train_step on the states dict the training loop carries."""
+  g_state, d_state, metrics = train_step(states['g'], states['d'], batch, rng,
+                                         axis_name=axis_name, **kwargs)
+  return {'g': g_state, 'd': d_state}, metrics
+
+
+def autoencoder_step(states, batch, rng, *, reconstruction: str,
+                     axis_name: str | None = None):
+  """One update of the denoising autoencoder (SEGAN's G without z or D)."""
+  del rng  # deterministic: no z, no dropout
+  g_state = states['g']
+  loss_fn = losses.l1_loss if reconstruction == 'l1' else losses.l2_loss
+
+  def loss(params):
+    enhanced = g_state.apply_fn({'params': params}, batch['noisy'])
+    return loss_fn(enhanced, batch['clean']), losses.l1_loss(enhanced,
+                                                            batch['clean'])
+
+  (value, l1), grads = jax.value_and_grad(loss, has_aux=True)(g_state.params)
+  if axis_name:
+    grads = lax.pmean(grads, axis_name)
+  metrics = {'loss': value, 'g_l1': l1, 'g_grad_norm': optax.tree.norm(grads)}
+  if axis_name:
+    metrics = lax.pmean(metrics, axis_name)
+  return {'g': g_state.apply_gradients(grads=grads)}, metrics
+
+
+def gan_step(states, batch, rng, *, latent_dim: int, gan_loss: str,
+             axis_name: str | None = None):
+  """One update of the basic GAN: D on real clean windows vs G(z), then G."""
+  g_state, d_state = states['g'], states['d']
+  real = batch['clean']
+  local_batch = real.shape[0]
+  first = lax.axis_index(axis_name) * local_batch if axis_name else 0
+  z = sample_latent(jax.random.fold_in(rng, g_state.step),
+                    first + jnp.arange(local_batch), (latent_dim,))
+  if gan_loss == 'bce':
+    d_loss_fn, g_loss_fn = (losses.bce_discriminator_loss,
+                            losses.nonsaturating_generator_loss)
+  else:
+    d_loss_fn, g_loss_fn = (losses.lsgan_discriminator_loss,
+                            losses.lsgan_generator_loss)
+  fake, generator_vjp = jax.vjp(
+      lambda p: g_state.apply_fn({'params': p}, z), g_state.params)
+
+  def d_loss(params):
+    logits = d_state.apply_fn({'params': params},
+                              jnp.concatenate([real, fake], axis=0))
+    real_logits, fake_logits = logits[:local_batch], logits[local_batch:]
+    return d_loss_fn(real_logits, fake_logits), (real_logits, fake_logits)
+
+  (d_value, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
+      d_loss, has_aux=True)(d_state.params)
+  if axis_name:
+    d_grads = lax.pmean(d_grads, axis_name)
+  d_state = d_state.apply_gradients(grads=d_grads)
+  g_value, d_fake = jax.value_and_grad(
+      lambda x: g_loss_fn(d_state.apply_fn({'params': d_state.params}, x)))(
+          fake)
+  (g_grads,) = generator_vjp(d_fake)
+  if axis_name:
+    g_grads = lax.pmean(g_grads, axis_name)
+  metrics = {'d_loss': d_value, 'g_loss': g_value,
+             'd_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits),
+             'd_grad_norm': optax.tree.norm(d_grads),
+             'g_grad_norm': optax.tree.norm(g_grads)}
+  if axis_name:
+    metrics = lax.pmean(metrics, axis_name)
+  return {'g': g_state.apply_gradients(grads=g_grads), 'd': d_state}, metrics
+
+
 def make_train_step(config: Config):
+  """The step of ``config.model``: step(states, batch, rng, *, axis_name)."""
+  if config.model == 'autoencoder':
+    return functools.partial(autoencoder_step,
+                             reconstruction=config.reconstruction_loss)
+  if config.model == 'gan':
+    return functools.partial(gan_step, latent_dim=config.latent_dim,
+                             gan_loss=config.gan_loss)
   return functools.partial(
-      train_step, l1_weight=config.l1_weight,
+      segan_step, l1_weight=config.l1_weight,
       latent_shape=train_state.latent_shape(config) if config.use_z else None)
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) a run in ``workdir``; returns the final host states.
 
-  The returned dict holds ``g_state``, ``d_state`` (host numpy), ``step``,
-  ``epoch`` and ``history`` (the metrics logged in this invocation).
+  The returned dict holds ``states`` (``{'g': ..., 'd': ...}``, host numpy;
+  also as ``g_state`` and ``d_state``), ``step``, ``epoch`` and ``history``
+  (the metrics logged in this invocation).
   """
   strategy = parallel.make_strategy(config.parallelism, config.batch_size)
   data = input_pipeline.load_train_windows(config)
@@ -125,35 +206,38 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   total_steps = schedule.steps_per_epoch * config.num_epochs
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
-  reference = input_pipeline.vbn_reference(data, config.vbn_reference_size,
-                                           config.seed)
-  g_state, d_state = train_state.create_states(config, init_rng, reference)
+  reference = None
+  if config.model == 'segan':
+    reference = input_pipeline.vbn_reference(data, config.vbn_reference_size,
+                                             config.seed)
+  states = train_state.create_states(config, init_rng, reference)
 
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   start_step = 0
   if checkpointer.latest_step() is not None:
-    g_state, d_state, train_rng, meta = checkpointer.restore(
-        jax.device_get(g_state), jax.device_get(d_state), train_rng, config)
+    states, train_rng, meta = checkpointer.restore(
+        jax.device_get(states), train_rng, config)
     start_step = int(meta['step'])
     logging.info('Resumed from %s/%d (epoch %d).', checkpointer.directory,
                  start_step, meta['epoch'])
-  logging.info('%d training windows, %d steps per epoch of %d, parallelism=%s '
-               'on %d device(s).', len(data), schedule.steps_per_epoch,
-               config.batch_size, strategy.name, strategy.num_devices)
+  logging.info('%s: %d training windows, %d steps per epoch of %d, '
+               'parallelism=%s on %d device(s).', config.model, len(data),
+               schedule.steps_per_epoch, config.batch_size, strategy.name,
+               strategy.num_devices)
 
   if start_step >= total_steps:
     logging.info('Already trained for %d epochs (step %d); raise --num_epochs '
                  'to train further.', config.num_epochs, start_step)
   step_fn = strategy.compile(make_train_step(config))
-  g_state, d_state = strategy.put_state((g_state, d_state))
+  states = strategy.put_state(states)
   history = []
   window_start = time.perf_counter()
-  validator = make_validator(config, workdir)
+  on_checkpoint = make_checkpoint_hook(config, workdir)
   host_batches = input_pipeline.batches(data, schedule, start_step,
                                         total_steps)
   for step in range(start_step, total_steps):
     batch = strategy.put_batch(next(host_batches))
-    g_state, d_state, metrics = step_fn(g_state, d_state, batch, train_rng)
+    states, metrics = step_fn(states, batch, train_rng)
     done = step + 1
     epoch, in_epoch = divmod(done, schedule.steps_per_epoch)
     if done % config.log_every_steps == 0 or done == total_steps:
@@ -170,18 +254,29 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                    ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
     if in_epoch == 0 and (epoch % config.checkpoint_every_epochs == 0
                           or done == total_steps):
-      g_host, d_host = strategy.get_state((g_state, d_state))
-      checkpointer.save(done, g_host, d_host, train_rng, epoch, config)
+      host_states = strategy.get_state(states)
+      checkpointer.save(done, host_states, train_rng, epoch, config)
       logging.info('Saved checkpoint for epoch %d at %s/%d.', epoch,
                    checkpointer.directory, done)
-      if validator is not None:
-        val_metrics = validator(g_host.params, done)
-        history.append({'step': done, **val_metrics})
+      if on_checkpoint is not None:
+        history.append({'step': done,
+                        **on_checkpoint(host_states['g'].params, done)})
   checkpointer.wait()
   checkpointer.close()
-  g_host, d_host = strategy.get_state((g_state, d_state))
-  return {'g_state': g_host, 'd_state': d_host, 'step': total_steps,
+  host_states = strategy.get_state(states)
+  return {'states': host_states, 'g_state': host_states['g'],
+          'd_state': host_states.get('d'), 'step': total_steps,
           'epoch': config.num_epochs, 'history': history}
+
+
+def make_checkpoint_hook(config: Config, workdir: str):
+  """What runs after each checkpoint: validation scores or GAN samples."""
+  if jax.process_index() != 0:
+    return None
+  if config.model == 'gan':
+    from segan_jax import plots  # pylint: disable=g-import-not-at-top
+    return plots.gan_sampler(config, workdir)
+  return make_validator(config, workdir)
 
 
 def _check_finite(metrics: dict[str, float], step: int) -> None:
@@ -197,7 +292,7 @@ def make_validator(config: Config, workdir: str):
   Returns ``validate(g_params, step) -> {'val_pesq': ..., ...}``; results
   also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV.
   """
-  if not config.validation_files or jax.process_index() != 0:
+  if not config.validation_files:
     return None
   from segan_jax import enhance, evaluate  # pylint: disable=g-import-not-at-top
   source = None

@@ -28,3 +28,16 @@ def test_l1_and_l2_hand_computed():
 def test_perfect_discriminator_and_generator_have_zero_loss():
   assert float(losses.lsgan_discriminator_loss(np.ones(4), np.zeros(4))) == 0
   assert float(losses.lsgan_generator_loss(np.ones(4))) == 0
+
+
+def test_bce_losses_hand_computed():
+  # softplus(0) = log 2 for every term.
+  zeros = np.zeros(3)
+  assert float(losses.bce_discriminator_loss(zeros, zeros)) == pytest.approx(
+      2 * np.log(2), rel=1e-6)
+  assert float(losses.nonsaturating_generator_loss(zeros)) == pytest.approx(
+      np.log(2), rel=1e-6)
+  # softplus(-2) = log(1 + e^-2); softplus(1) = log(1 + e).
+  value = losses.bce_discriminator_loss(np.array([2.0]), np.array([1.0]))
+  assert float(value) == pytest.approx(np.log1p(np.exp(-2)) + np.log1p(np.e),
+                                       rel=1e-6)

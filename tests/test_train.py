@@ -30,12 +30,14 @@ def _init(config, seed=0):
 def _run(config, parallelism, batches, states):
   strategy = parallel.make_strategy(parallelism, config.batch_size)
   step_fn = strategy.compile(train.make_train_step(config))
-  g, d = strategy.put_state(jax.device_get(states))
+  states = strategy.put_state(jax.device_get(states))
   history = []
   for batch in batches:
-    g, d, metrics = step_fn(g, d, strategy.put_batch(batch), jax.random.key(7))
+    states, metrics = step_fn(states, strategy.put_batch(batch),
+                              jax.random.key(7))
     history.append(strategy.get_metrics(metrics))
-  return strategy.get_state((g, d)), history
+  host = strategy.get_state(states)
+  return (host['g'], host.get('d')), history
 
 
 def test_overfit_one_batch_l1_falls(tiny_config):
@@ -63,7 +65,7 @@ def test_pmap_and_sharding_match_one_device(tiny_config):
                                  err_msg=parallelism)
     np.testing.assert_allclose(m1[-1]['g_l1'], m2[-1]['g_l1'], rtol=1e-4)
   # The states really moved: equality above is not between two no-ops.
-  assert not np.allclose(jax.tree.leaves(states[0].params)[0],
+  assert not np.allclose(jax.tree.leaves(states['g'].params)[0],
                          jax.tree.leaves(g1.params)[0])
 
 
@@ -77,10 +79,11 @@ def test_checkpoint_save_restore_identity(tiny_config, tmp_path):
   (g, d), _ = _run(config, 'none', _batches(config, 2), _init(config))
   rng = jax.random.key(42)
   ckpt = checkpoints.Checkpointer(str(tmp_path))
-  ckpt.save(2, g, d, rng, epoch=1, config=config)
+  ckpt.save(2, {'g': g, 'd': d}, rng, epoch=1, config=config)
   ckpt.wait()
-  fresh_g, fresh_d = jax.device_get(_init(config, seed=5))
-  g2, d2, rng2, meta = ckpt.restore(fresh_g, fresh_d, jax.random.key(0), config)
+  fresh = jax.device_get(_init(config, seed=5))
+  restored, rng2, meta = ckpt.restore(fresh, jax.random.key(0), config)
+  g2, d2 = restored['g'], restored['d']
   assert meta['step'] == 2 and meta['epoch'] == 1
   assert meta['config']['model_size'] == 'tiny'
   assert int(g2.step) == 2
@@ -89,10 +92,10 @@ def test_checkpoint_save_restore_identity(tiny_config, tmp_path):
   np.testing.assert_array_equal(jax.random.key_data(rng2),
                                 jax.random.key_data(rng))
   with pytest.raises(checkpoints.CheckpointError, match='available: 2'):
-    ckpt.restore(fresh_g, fresh_d, rng, config, step=7)
+    ckpt.restore(fresh, rng, config, step=7)
   other = config.replace(encoder_features=(4, 8, 8, 16, 32))
   with pytest.raises(checkpoints.CheckpointError, match='written for model'):
-    ckpt.restore(fresh_g, fresh_d, rng, other)
+    ckpt.restore(fresh, rng, other)
 
 
 def _params(result):
@@ -120,3 +123,57 @@ def test_seeded_runs_are_bit_identical_and_resume_exactly(tiny_config,
   other_seed = train.train_and_evaluate(config.replace(seed=1),
                                         str(tmp_path / 'd'))
   assert not np.array_equal(_params(straight)[0], _params(other_seed)[0])
+
+
+def _tiny_system(tiny_config, model, **changes):
+  return tiny_config.replace(**{'model': model, 'dataset_size': 1,
+                                'num_epochs': 2, **changes})
+
+
+@pytest.mark.parametrize('loss', ['l1', 'l2'])
+def test_autoencoder_trains_checkpoints_and_resumes(tiny_config, tmp_path,
+                                                   loss):
+  config = _tiny_system(tiny_config, 'autoencoder', reconstruction_loss=loss,
+                        learning_rate=1e-3)
+  assert not config.use_z
+  straight = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  assert set(straight['states']) == {'g'}
+  assert straight['history'][-1]['g_l1'] < straight['history'][0]['g_l1']
+  train.train_and_evaluate(config.replace(num_epochs=1), str(tmp_path / 'b'))
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  for a, b in zip(jax.tree.leaves(straight['states']),
+                  jax.tree.leaves(resumed['states'])):
+    np.testing.assert_array_equal(a, b)
+  # Its checkpoints enhance like SEGAN's (no z).
+  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
+  generator = enhance.restore_generator(str(tmp_path / 'a'))
+  assert generator.config.model == 'autoencoder'
+  noisy = np.random.default_rng(0).normal(0, 0.1, 3000).astype(np.float32)
+  assert enhance.Enhancer(generator).enhance_signal(noisy).shape == (3000,)
+
+
+@pytest.mark.parametrize('gan_loss', ['bce', 'lsgan'])
+def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
+                                                     gan_loss):
+  config = _tiny_system(tiny_config, 'gan', gan_loss=gan_loss, latent_dim=8)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert set(result['states']) == {'g', 'd'}
+  assert all(np.isfinite(h['d_loss']) for h in result['history']
+             if 'd_loss' in h)
+  steps = checkpoints.Checkpointer(str(tmp_path)).all_steps()
+  for step in steps:
+    png = tmp_path / 'samples' / f'step_{step}.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (tmp_path / 'samples' / f'step_{step}.wav').is_file()
+  # G moved between the checkpoints: the pictures are not all the same.
+  pictures = [(tmp_path / 'samples' / f'step_{s}.png').read_bytes()
+              for s in steps]
+  assert pictures[0] != pictures[1]
+
+
+def test_gan_checkpoint_cannot_enhance(tiny_config, tmp_path):
+  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
+  config = _tiny_system(tiny_config, 'gan', num_epochs=1, latent_dim=8)
+  train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError, match='basic GAN'):
+    enhance.restore_generator(str(tmp_path))

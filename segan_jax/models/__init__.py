@@ -1,6 +1,7 @@
-"""Flax modules: SEGAN generator and discriminator."""
+"""Flax modules: SEGAN generator and discriminator, the basic GAN's pair."""
 
 from segan_jax.models.discriminator import Discriminator, make_pair
 from segan_jax.models.generator import (PAPER_FEATURES, Generator,
                                         decoder_features, latent_shape,
                                         sample_latent)
+from segan_jax.models.gan import GanDiscriminator, GanGenerator

@@ -1,0 +1,96 @@
+"""Pictures a person can judge training by: the basic GAN's sample grid."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+import numpy as np
+import soundfile
+from absl import logging
+
+from segan_jax import audio
+from segan_jax import models
+from segan_jax.config import Config
+
+GRID_ROWS, GRID_COLS = 2, 4
+
+
+def _figure():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')  # no display on training hosts
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  return pyplot
+
+
+def sample_grid(waveforms: np.ndarray, path: str, title: str,
+                sample_rate: int = audio.SAMPLE_RATE) -> None:
+  """Waveform above log-spectrogram for each of up to 8 signals, one PNG.
+
+  All spectrograms share one colour scale so they compare at a glance.
+  Written under a temporary name and renamed.
+  """
+  pyplot = _figure()
+  count = min(len(waveforms), GRID_ROWS * GRID_COLS)
+  fig, axes = pyplot.subplots(2 * GRID_ROWS, GRID_COLS,
+                              figsize=(3 * GRID_COLS, 2.2 * GRID_ROWS * 2),
+                              squeeze=False)
+  spectra = []
+  for x in waveforms[:count]:
+    nfft = 256
+    frames = np.lib.stride_tricks.sliding_window_view(
+        np.pad(x, (0, nfft)), nfft)[::nfft // 2] * np.hanning(nfft)
+    spectra.append(20 * np.log10(np.abs(np.fft.rfft(frames, axis=-1)).T
+                                 + 1e-6))
+  top = max(s.max() for s in spectra)
+  for i in range(GRID_ROWS * GRID_COLS):
+    wave_ax = axes[2 * (i // GRID_COLS), i % GRID_COLS]
+    spec_ax = axes[2 * (i // GRID_COLS) + 1, i % GRID_COLS]
+    for ax in (wave_ax, spec_ax):
+      ax.set_xticks([])
+      ax.set_yticks([])
+    if i >= count:
+      continue
+    x = waveforms[i]
+    wave_ax.plot(np.arange(x.size) / sample_rate, x, linewidth=0.4)
+    wave_ax.set_ylim(-1, 1)
+    spec_ax.imshow(spectra[i], origin='lower', aspect='auto', cmap='magma',
+                   vmin=top - 80, vmax=top,
+                   extent=(0, x.size / sample_rate, 0, sample_rate / 2000))
+  fig.suptitle(title)
+  fig.tight_layout()
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=folder, suffix='.png',
+                                   delete=False) as f:
+    fig.savefig(f, format='png', dpi=80)
+  pyplot.close(fig)
+  os.replace(f.name, path)
+
+
+def gan_sampler(config: Config, workdir: str):
+  """Returns ``sample(g_params, step)``: G on 8 fixed z -> PNG grid + WAV.
+
+  The same z at every checkpoint, so successive pictures show one set of
+  samples learning. Files: ``WORKDIR/samples/step_<N>.png`` and ``.wav``.
+  """
+  generator = models.GanGenerator(config.features, config.window,
+                                  config.kernel)
+  z = jax.random.normal(jax.random.key(config.seed + 1),
+                        (GRID_ROWS * GRID_COLS, config.latent_dim))
+  apply = jax.jit(lambda params: generator.apply({'params': params}, z))
+
+  def sample(g_params, step):
+    waves = audio.deemphasis(np.asarray(apply(g_params)), config.preemphasis)
+    waves = np.clip(waves, -1, 1)
+    stem = os.path.join(workdir, 'samples', f'step_{step}')
+    sample_grid(waves, stem + '.png', f'{config.model} samples, step {step}')
+    # The 8 samples one after another, with short gaps, to listen to.
+    gap = np.zeros(audio.SAMPLE_RATE // 10, np.float32)
+    soundfile.write(stem + '.wav', np.concatenate(
+        [np.concatenate([w, gap]) for w in waves]), audio.SAMPLE_RATE)
+    logging.info('GAN samples at step %d: %s.png', step, stem)
+    return {'sample_rms': float(np.sqrt(np.mean(waves**2)))}
+
+  return sample

@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Dtype = Any
@@ -23,6 +24,192 @@ def same_padding(kernel_size: int) -> tuple[int, int]:
   return ((kernel_size - 1) // 2, kernel_size // 2)
 
 
+# Which form computes a convolution (see `conv1d` and `conv_transpose1d`):
+# 'auto' picks per layer from its shapes; 'xla' is lax's convolution as is;
+# 'im2col' is strided slices + one matmul; 'polyphase' (transposed convs only)
+# is one stride-1 XLA conv over the input whose output channels hold the
+# phases; 'taps' (transposed convs only) is one batched matmul over the
+# kernel taps whose products are added where they land. All give the same
+# numbers to float rounding, with the same [K, Cin, Cout] kernels.
+IMPLS = ('auto', 'xla', 'im2col', 'polyphase', 'taps')
+
+# XLA:CPU's convolution (and its gradient) leaves its fast path on short
+# signals: seconds instead of milliseconds for SEGAN's 8-32-sample layers (see
+# BENCHMARKS.md). At or below these lengths 'auto' uses matmul forms.
+IM2COL_MAX_OUT_LENGTH = 16      # Conv1D: output length.
+TAPS_MAX_IN_LENGTH = 32         # ConvTranspose1D: input length.
+
+_default_impl = 'auto'
+
+
+def set_default_impl(impl: str) -> None:
+  """What layers built with impl='auto' use: 'auto' or 'xla' (lax as is).
+
+  For benchmarks against the plain lax implementation; not thread-safe, and
+  it applies to functions traced after the call.
+  """
+  global _default_impl
+  if impl not in ('auto', 'xla'):
+    raise ValueError(f"default impl must be 'auto' or 'xla', got {impl!r}")
+  _default_impl = impl
+
+
+def _im2col(x: jax.Array, kernel_size: int, stride: int,
+            padding: tuple[int, int], out_length: int) -> jax.Array:
+  """Patches ``[B, out_length, kernel_size * C]``, tap-major like a WIO kernel."""
+  lo, hi = padding
+  xp = jnp.pad(x, ((0, 0), (max(lo, 0), max(hi, 0)), (0, 0)))
+  start = max(lo, 0) - lo  # > 0 only for negative (cropping) padding.
+  span = stride * (out_length - 1) + 1
+  cols = [lax.slice_in_dim(xp, start + k, start + k + span, stride, axis=1)
+          for k in range(kernel_size)]
+  patches = jnp.stack(cols, axis=2)
+  return patches.reshape(x.shape[0], out_length, kernel_size * x.shape[-1])
+
+
+def _conv_out_length(length: int, kernel_size: int, stride: int,
+                     padding: tuple[int, int]) -> int:
+  return (length + padding[0] + padding[1] - kernel_size) // stride + 1
+
+
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
+           padding: tuple[int, int], impl: str = 'auto') -> jax.Array:
+  """``lax.conv_general_dilated`` on NWC/WIO, by XLA's conv or by im2col.
+
+  'auto' uses im2col (``[B*Lout, K*Cin] @ [K*Cin, Cout]``, the kernel read in
+  its stored layout) up to IM2COL_MAX_OUT_LENGTH output samples: there
+  XLA:CPU's conv and above all its input gradient run at ~1 GFLOP/s.
+  """
+  kernel_size = kernel.shape[0]
+  out_length = _conv_out_length(x.shape[1], kernel_size, stride, padding)
+  if impl == 'auto':
+    impl = _default_impl
+  if impl == 'auto':
+    impl = 'im2col' if out_length <= IM2COL_MAX_OUT_LENGTH else 'xla'
+  if impl not in ('xla', 'im2col'):
+    raise ValueError(f'unknown conv impl {impl!r}')
+  if impl == 'xla':
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride,), padding=(padding,),
+        dimension_numbers=('NWC', 'WIO', 'NWC'))
+  patches = _im2col(x, kernel_size, stride, padding, out_length)
+  return lax.dot_general(
+      patches, kernel.reshape(-1, kernel.shape[-1]),
+      (((2,), (0,)), ((), ())))
+
+
+def _conv_transpose_same_padding(kernel_size: int, stride: int) -> int:
+  """Left padding of the dilated input in ``lax.conv_transpose(..., 'SAME')``."""
+  pad_len = kernel_size + stride - 2
+  if stride > kernel_size - 1:
+    return kernel_size - 1
+  return int(np.ceil(pad_len / 2))
+
+
+def polyphase_taps(kernel_size: int, stride: int
+                   ) -> tuple[int, list[list[int | None]]]:
+  """How the transposed conv splits into ``stride`` stride-1 convs.
+
+  Output ``u = stride * m + r`` (phase r) sums ``x[m + d] @ kernel[k]`` over
+  the taps k with ``stride * d = r + k - pad``. Returns ``(d_min, taps)``
+  where ``taps[j][r]`` is the tap k at offset ``d = d_min + j`` of phase r
+  (None where phase r has no tap there).
+  """
+  pad = _conv_transpose_same_padding(kernel_size, stride)
+  offsets = {}
+  for r in range(stride):
+    for k in range(kernel_size):
+      if (r + k - pad) % stride == 0:
+        offsets[(r, (r + k - pad) // stride)] = k
+  ds = [d for _, d in offsets]
+  d_min, d_max = min(ds), max(ds)
+  taps = [[offsets.get((r, d)) for r in range(stride)]
+          for d in range(d_min, d_max + 1)]
+  return d_min, taps
+
+
+def polyphase_kernel(kernel: jax.Array, stride: int) -> tuple[int, jax.Array]:
+  """The ``[T, Cin, stride * Cout]`` kernel of the phases' stride-1 conv.
+
+  Output channel block r holds phase r; a phase without a tap at some offset
+  gets zeros there. One copy of the weight (fused by XLA into one loop).
+  """
+  d_min, taps = polyphase_taps(kernel.shape[0], stride)
+  zeros = jnp.zeros(kernel.shape[1:], kernel.dtype)
+  rows = []
+  for per_phase in taps:
+    rows.append(jnp.concatenate(
+        [kernel[k] if k is not None else zeros for k in per_phase], axis=-1))
+  return d_min, jnp.stack(rows, axis=0)
+
+
+def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
+                     impl: str = 'auto') -> jax.Array:
+  """``lax.conv_transpose(x, kernel, (stride,), 'SAME', ('NWC','WIO','NWC'))``.
+
+  'xla' calls lax.conv_transpose (a conv over the zero-dilated input: half of
+  its multiplies hit inserted zeros at stride 2). 'polyphase' and 'im2col'
+  run one stride-1 conv over the undilated input whose ``stride * Cout``
+  output channels hold the phases (reshaped to interleave them), by XLA's
+  conv or as a matmul; they re-lay the kernel out on every call (cheap for
+  the long layers' small kernels). 'taps' (see `_conv_transpose_taps`) reads
+  the kernel as stored. 'auto': 'taps' up to TAPS_MAX_IN_LENGTH input
+  samples, where XLA's conv is slow and kernels are big, else 'polyphase'.
+  """
+  if impl == 'auto':
+    impl = _default_impl
+  if impl == 'auto':
+    impl = 'taps' if x.shape[1] <= TAPS_MAX_IN_LENGTH else 'polyphase'
+  if impl == 'xla':
+    return lax.conv_transpose(x, kernel, strides=(stride,), padding='SAME',
+                              dimension_numbers=('NWC', 'WIO', 'NWC'))
+  if impl == 'taps':
+    return _conv_transpose_taps(x, kernel, stride)
+  batch, length, _ = x.shape
+  features = kernel.shape[-1]
+  d_min, phase_kernel = polyphase_kernel(kernel, stride)
+  taps = phase_kernel.shape[0]
+  padding = (-d_min, d_min + taps - 1)
+  if impl == 'polyphase':
+    y = conv1d(x, phase_kernel, 1, padding, impl='xla')
+  elif impl == 'im2col':
+    y = conv1d(x, phase_kernel, 1, padding, impl='im2col')
+  else:
+    raise ValueError(f'unknown conv transpose impl {impl!r}')
+  return y.reshape(batch, length * stride, features)
+
+
+def _conv_transpose_taps(x: jax.Array, kernel: jax.Array,
+                         stride: int) -> jax.Array:
+  """Scatter form: every input sample times every tap, added where it lands.
+
+  Input i through tap k lands on output ``stride * i + pad - k`` (lax's
+  conv_transpose does not flip the kernel). The products
+  are one batched matmul (batch = taps) that reads the kernel in its stored
+  ``[K, Cin, Cout]`` layout, with no multiply by an inserted zero.
+  """
+  batch, length, cin = x.shape
+  kernel_size, _, features = kernel.shape
+  pad = _conv_transpose_same_padding(kernel_size, stride)
+  rows = jnp.broadcast_to(x.reshape(1, batch * length, cin),
+                          (kernel_size, batch * length, cin))
+  products = lax.dot_general(rows, kernel, (((2,), (1,)), ((0,), (0,))))
+  products = products.reshape(kernel_size, batch, length, features)
+  out_length = stride * length
+  y = None
+  for k in range(kernel_size):
+    lo = pad - k
+    hi = out_length - lo - (stride * (length - 1) + 1)
+    if lo >= out_length or hi >= out_length:
+      continue  # lands entirely outside the output
+    term = lax.pad(products[k], jnp.zeros((), products.dtype),
+                   ((0, 0, 0), (lo, hi, stride - 1), (0, 0, 0)))
+    y = term if y is None else y + term
+  if y is None:
+    y = jnp.zeros((batch, out_length, features), products.dtype)
+  return y
+
+
 class Conv1D(nn.Module):
   """Strided 1-D convolution with 'same' padding (length L -> L / stride)."""
 
@@ -32,17 +219,15 @@ class Conv1D(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', default_kernel_init,
                         (self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
-    y = lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype),
-        window_strides=(self.stride,),
-        padding=(same_padding(self.kernel_size),),
-        dimension_numbers=('NWC', 'WIO', 'NWC'))
+    y = conv1d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
+               same_padding(self.kernel_size), self.impl)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)
@@ -51,7 +236,11 @@ class Conv1D(nn.Module):
 
 
 class ConvTranspose1D(nn.Module):
-  """Strided 1-D transposed convolution (length L -> L * stride)."""
+  """Strided 1-D transposed convolution (length L -> L * stride).
+
+  Same result as ``lax.conv_transpose(x, kernel, (stride,), 'SAME')`` with
+  the kernel stored ``[kernel_size, Cin, Cout]``, computed in polyphase form.
+  """
 
   features: int
   kernel_size: int = 31
@@ -59,16 +248,15 @@ class ConvTranspose1D(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', default_kernel_init,
                         (self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
-    y = lax.conv_transpose(
-        x.astype(self.dtype), kernel.astype(self.dtype),
-        strides=(self.stride,), padding='SAME',
-        dimension_numbers=('NWC', 'WIO', 'NWC'))
+    y = conv_transpose1d(x.astype(self.dtype), kernel.astype(self.dtype),
+                         self.stride, self.impl)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)

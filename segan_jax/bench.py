@@ -1,0 +1,344 @@
+r"""Throughput of SEGAN inference and training, JAX vs the PyTorch twin.
+
+  python -m segan_jax.bench --model_size=paper --batch_size=8 --json
+
+Builds the real JAX train step (segan_jax.train.make_train_step, compiled by
+parallel.make_strategy('none', ...)) and segan_jax.torch_reference's identical
+networks, then measures, after compilation / warm-up:
+  (a) G inference: examples/s and real-time factor (compute seconds per
+      second of 16 kHz audio);
+  (b) the full GAN train step (D update, then G update): examples/s;
+  (c) both for PyTorch (skipped with --skip_torch or when torch is absent);
+  (d) JAX/PyTorch ratios and achieved GFLOP/s against FLOPs counted from the
+      layer shapes (`count_flops`).
+JAX and PyTorch steps alternate within each repeat, so a change in machine
+load hits both; every figure is a median over --steps repeats. With --json
+the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segan_jax import parallel
+from segan_jax import train
+from segan_jax import train_state
+from segan_jax.config import Config
+from segan_jax.config import MODEL_SIZES
+from segan_jax.models import layers
+from segan_jax.models.generator import decoder_features
+
+SAMPLE_RATE = 16000
+TORCH_INSTALL = 'pip install torch==2.13.0'
+
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The command line flags (defined on demand: names such as --batch_size
+  also exist in segan_jax.flags, which may live in the same process)."""
+  kw = dict(flag_values=flag_values)
+  flags.DEFINE_enum('model_size', 'paper', list(MODEL_SIZES),
+                    'Named model size (segan_jax.config).', **kw)
+  flags.DEFINE_integer('batch_size', 8, 'Examples per step.', **kw)
+  flags.DEFINE_integer('steps', 5, 'Timed repeats (median reported).', **kw)
+  flags.DEFINE_integer('warmup', 2, 'Untimed repeats after compilation.',
+                       **kw)
+  flags.DEFINE_bool('json', False, 'Print one JSON object as the last line.',
+                    **kw)
+  flags.DEFINE_bool('skip_torch', False, 'Measure JAX only.', **kw)
+  flags.DEFINE_bool('skip_train', False, 'Measure inference only.', **kw)
+  flags.DEFINE_enum(
+      'layers_impl', 'auto', ['auto', 'xla'],
+      "Conv forms in segan_jax.models.layers: 'auto' (fast forms per layer) "
+      "or 'xla' (lax.conv_general_dilated / lax.conv_transpose everywhere, "
+      'the implementation before issue 6).', **kw)
+
+
+# --------------------------------------------------------------------- FLOPs
+def _conv_layers(features: Sequence[int], in_channels: int, window: int,
+                 stride: int = 2):
+  """(output length, Cin, Cout) of each strided encoder conv."""
+  length, cin = window, in_channels
+  for f in features:
+    length //= stride
+    yield length, cin, f
+    cin = f
+
+
+def count_flops(config: Config, batch_size: int = 1) -> dict[str, float]:
+  """Multiply-adds x 2 from the layer shapes (edge effects of padding ignored).
+
+  A conv costs 2 K Cin Cout per output sample; a stride-s transposed conv
+  2 K Cin Cout per *input* sample (the multiplies by its inserted zeros are
+  not counted). Backward passes cost twice the forward (input and weight
+  gradients), except that the first layer needs no input gradient.
+
+  Returns per-example figures: ``g_forward``, ``d_forward`` (one pair, not
+  counting the reference batch) and ``train_step`` (everything one train step
+  computes, reference batch included, divided by ``batch_size``).
+  """
+  k, window = config.kernel, config.window
+  feats = config.features
+  g = sum(2 * k * cin * cout * n for n, cin, cout in
+          _conv_layers(feats, 1, window))
+  g_first = 2 * k * 1 * feats[0] * window // 2
+  skips = list(reversed(feats[:-1])) + [0]
+  length, cin = window // 2**len(feats), 2 * feats[-1]
+  for i, cout in enumerate(decoder_features(feats)):
+    g += 2 * k * cin * cout * length
+    length *= 2
+    cin = cout + skips[i]
+  d = sum(2 * k * cin * cout * n for n, cin, cout in
+          _conv_layers(feats, 2, window))
+  d_first = 2 * k * 2 * feats[0] * window // 2
+  code_length = window // 2**len(feats)
+  d += 2 * feats[-1] * code_length + 2 * code_length
+  # G: forward, then input + weight gradients (none into the waveform).
+  g_train = g + (2 * g - g_first)
+  # D update: forward + backward over reference + real + fake.
+  ref = config.vbn_reference_size
+  d_update = (ref + 2 * batch_size) * (3 * d - d_first)
+  # G update: D forward over reference + fake, then input gradients only.
+  d_for_g = (ref + batch_size) * 2 * d
+  train_step = g_train + (d_update + d_for_g) / batch_size
+  return {'g_forward': float(g), 'd_forward': float(d),
+          'train_step': float(train_step)}
+
+
+# ------------------------------------------------------------------- timing
+def _median_seconds(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def _cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _versions(torch_module=None) -> dict[str, str]:
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  out = {'python': platform.python_version(), 'jax': jax.__version__,
+         'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
+         'numpy': np.__version__}
+  if torch_module is not None:
+    out['torch'] = torch_module.__version__
+  return out
+
+
+class _JaxRunner:
+  """G inference and the real train step, compiled once."""
+
+  def __init__(self, config: Config, data: dict[str, np.ndarray]):
+    self.config = config
+    rng = jax.random.key(config.seed)
+    init_rng, self.train_rng = jax.random.split(rng)
+    states = train_state.create_states(config, init_rng, data['reference'])
+    g_state = states['g']
+    self.strategy = parallel.make_strategy('none', config.batch_size)
+    self.step_fn = self.strategy.compile(train.make_train_step(config))
+    self.states = self.strategy.put_state(states)
+    # A copy: the train step donates (invalidates) the state buffers.
+    self.g_params = jax.tree.map(jnp.copy, g_state.params)
+    generator = train_state.make_generator(config)
+    self.infer_fn = jax.jit(
+        lambda params, noisy, z: generator.apply({'params': params}, noisy, z))
+    self.noisy = jnp.asarray(data['noisy'])
+    self.z = jnp.asarray(data['z'])
+    self.batch = self.strategy.put_batch(
+        {'noisy': data['noisy'], 'clean': data['clean']})
+
+  def infer(self) -> None:
+    jax.block_until_ready(self.infer_fn(self.g_params, self.noisy, self.z))
+
+  def train(self) -> None:
+    self.states, metrics = self.step_fn(self.states, self.batch,
+                                        self.train_rng)
+    jax.block_until_ready(metrics)
+
+
+class _TorchRunner:
+  """The same two workloads on segan_jax.torch_reference."""
+
+  def __init__(self, torch, config: Config, data: dict[str, np.ndarray]):
+    from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    torch.manual_seed(config.seed)
+    self.g, self.d = torch_reference.make_models(config)
+    reference = torch.from_numpy(data['reference']).permute(0, 2, 1)
+    self.step = torch_reference.TrainStep(
+        self.g, self.d, reference.contiguous(), config.learning_rate,
+        config.l1_weight)
+    self.noisy = torch.from_numpy(data['noisy'])
+    self.clean = torch.from_numpy(data['clean'])
+    self.z = torch.from_numpy(data['z']).permute(0, 2, 1).contiguous()
+
+  def infer(self) -> None:
+    with self.torch.inference_mode():
+      self.g(self.noisy, self.z)
+
+  def train(self) -> None:
+    self.step(self.noisy, self.clean, self.z)
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return torch
+
+
+def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(0)
+  t = np.arange(config.window) / SAMPLE_RATE
+  freq = rng.uniform(100, 400, (batch_size, 1))
+  clean = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+  noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
+  reference = rng.normal(0, 0.3, (config.vbn_reference_size, config.window, 2))
+  z = rng.standard_normal((batch_size,) + train_state.latent_shape(config))
+  return {'noisy': noisy, 'clean': clean,
+          'reference': reference.astype(np.float32),
+          'z': z.astype(np.float32)}
+
+
+def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
+             steps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """First-call seconds of each, then interleaved timed repeats."""
+  first = {name: _median_seconds(fn) for name, fn in workloads.items()}
+  for _ in range(warmup):
+    for fn in workloads.values():
+      fn()
+  times = {name: [] for name in workloads}
+  for _ in range(steps):
+    for name, fn in workloads.items():
+      times[name].append(_median_seconds(fn))
+  return first, times
+
+
+def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
+        warmup: int = 2, skip_torch: bool = False, layers_impl: str = 'auto',
+        skip_train: bool = False, log: Callable[[str], None] = print
+        ) -> dict[str, Any]:
+  """Runs the benchmark; returns the figures printed by --json."""
+  layers.set_default_impl(layers_impl)
+  config = Config(model_size=model_size, batch_size=batch_size,
+                  parallelism='none')
+  data = _data(config, batch_size)
+  flops = count_flops(config, batch_size)
+  audio_seconds = batch_size * config.window / SAMPLE_RATE
+
+  torch = None if skip_torch else _import_torch()
+  if torch is None and not skip_torch:
+    log(f'PyTorch is not installed: measuring JAX only. To compare, install '
+        f'the CPU build: {TORCH_INSTALL}')
+  if torch is not None:
+    torch.set_num_threads(os.cpu_count() or 1)
+
+  result: dict[str, Any] = {
+      'model_size': model_size, 'batch_size': batch_size, 'steps': steps,
+      'warmup': warmup, 'window': config.window, 'layers_impl': layers_impl,
+      'vbn_reference_size': config.vbn_reference_size,
+      'cpu_model': _cpu_model(), 'cpu_count': os.cpu_count(),
+      'jax_backend': jax.default_backend(),
+      'versions': _versions(torch),
+      'torch_threads': torch.get_num_threads() if torch is not None else None,
+      'g_forward_gflop_per_example': flops['g_forward'] / 1e9,
+      'd_forward_gflop_per_example': flops['d_forward'] / 1e9,
+      'train_step_gflop_per_example': flops['train_step'] / 1e9,
+  }
+
+  start = time.perf_counter()
+  jax_runner = _JaxRunner(config, data)
+  result['jax_setup_s'] = time.perf_counter() - start
+  workloads = {'jax_inference': jax_runner.infer}
+  if not skip_train:
+    workloads['jax_train'] = jax_runner.train
+  if torch is not None:
+    torch_runner = _TorchRunner(torch, config, data)
+    workloads['torch_inference'] = torch_runner.infer
+    if not skip_train:
+      workloads['torch_train'] = torch_runner.train
+
+  # Inference and training measured as two interleaved groups.
+  for group in ('inference', 'train'):
+    chosen = {k: v for k, v in workloads.items() if k.endswith(group)}
+    if not chosen:
+      continue
+    first, times = _measure(chosen, warmup, steps)
+    for name, seconds in times.items():
+      median = statistics.median(seconds)
+      result[f'{name}_first_call_s'] = first[name]
+      if name.startswith('jax'):
+        # First call = compilation + one step.
+        result[f'{name}_compile_s'] = max(first[name] - median, 0.0)
+      result[f'{name}_step_s'] = median
+      result[f'{name}_step_s_all'] = seconds
+      result[f'{name}_examples_per_s'] = batch_size / median
+      per_example = (flops['g_forward'] if group == 'inference'
+                     else flops['train_step'])
+      result[f'{name}_gflops'] = per_example * batch_size / median / 1e9
+      if group == 'inference':
+        result[f'{name}_rtf'] = median / audio_seconds
+      log(f'{name:16s} {batch_size / median:8.2f} ex/s  {median * 1e3:9.1f} '
+          f'ms/step  {result[f"{name}_gflops"]:6.1f} GFLOP/s  (first call '
+          f'{first[name]:.1f} s)')
+
+  result['inference_rtf'] = result['jax_inference_rtf']
+  for group in ('inference', 'train'):
+    if f'torch_{group}_step_s' in result and f'jax_{group}_step_s' in result:
+      result[f'{group}_ratio_vs_torch'] = (result[f'torch_{group}_step_s'] /
+                                           result[f'jax_{group}_step_s'])
+    else:
+      result[f'{group}_ratio_vs_torch'] = None
+  log(f'JAX/PyTorch speed ratio: inference '
+      f'{_fmt(result["inference_ratio_vs_torch"])}, train step '
+      f'{_fmt(result["train_ratio_vs_torch"])}; JAX inference real-time '
+      f'factor {result["inference_rtf"]:.4f}')
+  return result
+
+
+def _fmt(x: float | None) -> str:
+  return 'n/a' if x is None else f'{x:.2f}x'
+
+
+def main(argv: Sequence[str],
+         flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  fv = flag_values
+  result = run(model_size=fv.model_size, batch_size=fv.batch_size,
+               steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
+               layers_impl=fv.layers_impl, skip_train=fv.skip_train)
+  if fv.json:
+    print(json.dumps(result, default=_json_default), flush=True)
+
+
+def _json_default(x):
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  raise TypeError(type(x))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

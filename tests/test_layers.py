@@ -1,0 +1,149 @@
+"""The fast conv forms of segan_jax.models.layers equal lax's, values and grads."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segan_jax.models import layers
+
+DN = ('NWC', 'WIO', 'NWC')
+
+
+def _lax_conv_transpose(x, w, stride):
+  return lax.conv_transpose(x, w, strides=(stride,), padding='SAME',
+                            dimension_numbers=DN)
+
+
+def _lax_conv(x, w, stride):
+  return lax.conv_general_dilated(x, w, (stride,),
+                                  (layers.same_padding(w.shape[0]),),
+                                  dimension_numbers=DN)
+
+
+def _inputs(batch, length, cin, cout, kernel_size, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(batch, length, cin)).astype(np.float32)
+  w = (rng.normal(size=(kernel_size, cin, cout)) /
+       np.sqrt(kernel_size * cin)).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(w)
+
+
+def _value_and_vjp(f):
+  """jit(x, w, cotangent -> (f(x, w), d/dx, d/dw)): one compile per shape."""
+  def run(x, w, cotangent):
+    y, vjp = jax.vjp(f, x, w)
+    return (y,) + vjp(cotangent)
+  return jax.jit(run)
+
+
+def _assert_same_with_grads(f, ref, x, w, rtol=1e-5, atol=1e-5):
+  shape = jax.eval_shape(ref, x, w).shape
+  cotangent = jnp.asarray(
+      np.random.default_rng(1).normal(size=shape).astype(np.float32))
+  got = _value_and_vjp(f)(x, w, cotangent)
+  want = _value_and_vjp(ref)(x, w, cotangent)
+  assert got[0].shape == want[0].shape == shape
+  for g, g_ref in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, g_ref, rtol=rtol, atol=atol * 10)
+
+
+@pytest.mark.parametrize('impl', ['polyphase', 'im2col', 'taps'])
+@pytest.mark.parametrize('kernel_size,stride',
+                         [(31, 2), (30, 2), (5, 2), (4, 2), (1, 2), (5, 3),
+                          (2, 3)])
+def test_conv_transpose_matches_lax(impl, kernel_size, stride):
+  for length, cin, cout in [(1, 3, 2), (8, 6, 5), (33, 3, 4)]:
+    x, w = _inputs(2, length, cin, cout, kernel_size)
+    _assert_same_with_grads(
+        lambda x, w: layers.conv_transpose1d(x, w, stride, impl),
+        lambda x, w: _lax_conv_transpose(x, w, stride), x, w)
+
+
+@pytest.mark.parametrize('kernel_size,stride',
+                         [(31, 2), (30, 2), (5, 2), (4, 2), (1, 1), (5, 3),
+                          (4, 1)])
+def test_conv_im2col_matches_lax(kernel_size, stride):
+  for length, cin, cout in [(2, 3, 2), (16, 4, 3), (66, 3, 4)]:
+    x, w = _inputs(2, length, cin, cout, kernel_size)
+    _assert_same_with_grads(
+        lambda x, w: layers.conv1d(x, w, stride,
+                                   layers.same_padding(kernel_size), 'im2col'),
+        lambda x, w: _lax_conv(x, w, stride), x, w)
+
+
+@pytest.mark.parametrize('length', [8, 64])
+def test_modules_match_plain_lax_implementation(length):
+  """Conv1D / ConvTranspose1D ('auto') equal the 'xla' forms, with bias."""
+  x, _ = _inputs(2, length, 6, 1, 1)
+  for cls in (layers.Conv1D, layers.ConvTranspose1D):
+    fast = cls(5, kernel_size=7)
+    plain = cls(5, kernel_size=7, impl='xla')
+    params = fast.init(jax.random.key(0), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # nonzero bias
+    assert params['params']['kernel'].shape == (7, 6, 5)
+    _assert_same_with_grads(lambda x, p: fast.apply(p, x),
+                            lambda x, p: plain.apply(p, x), x, params)
+
+
+def test_paper_decoder_shapes_match_lax():
+  """SEGAN's first decoder layer shape class (short input, wide channels)."""
+  x, w = _inputs(2, 8, 96, 24, 31)
+  _assert_same_with_grads(
+      lambda x, w: layers.conv_transpose1d(x, w, 2),
+      lambda x, w: _lax_conv_transpose(x, w, 2), x, w, rtol=1e-4, atol=1e-4)
+  x, w = _inputs(2, 16, 48, 96, 31)
+  _assert_same_with_grads(
+      lambda x, w: layers.conv1d(x, w, 2, layers.same_padding(31)),
+      lambda x, w: _lax_conv(x, w, 2), x, w, rtol=1e-4, atol=1e-4)
+
+
+def _primitives(fn, *args):
+  return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).eqns}
+
+
+def test_auto_avoids_xla_conv_on_short_signals():
+  short, w = _inputs(1, 8, 4, 3, 31)
+  assert 'conv_general_dilated' not in _primitives(
+      lambda x, w: layers.conv_transpose1d(x, w, 2), short, w)
+  assert 'conv_general_dilated' not in _primitives(
+      lambda x, w: layers.conv1d(x, w, 2, (15, 15)), short, w)
+  long, _ = _inputs(1, 256, 4, 3, 31)
+  assert 'conv_general_dilated' in _primitives(
+      lambda x, w: layers.conv1d(x, w, 2, (15, 15)), long, w)
+
+
+def test_default_impl_switch():
+  x, w = _inputs(1, 8, 4, 3, 31)
+  layers.set_default_impl('xla')
+  try:
+    assert 'conv_general_dilated' in _primitives(
+        lambda x, w: layers.conv_transpose1d(x, w, 2), x, w)
+  finally:
+    layers.set_default_impl('auto')
+  with pytest.raises(ValueError):
+    layers.set_default_impl('im2col')
+  with pytest.raises(ValueError, match='unknown'):
+    layers.conv1d(x, w, 2, (15, 15), impl='nope')
+
+
+@pytest.mark.parametrize('cls', [layers.Conv1D, layers.ConvTranspose1D])
+def test_bfloat16_compute_with_float32_params(cls):
+  x, _ = _inputs(2, 16, 4, 1, 1)
+  fast = cls(3, kernel_size=5, dtype=jnp.bfloat16)
+  params = fast.init(jax.random.key(0), x)
+  assert params['params']['kernel'].dtype == jnp.float32
+  y = fast.apply(params, x)
+  assert y.dtype == jnp.bfloat16
+  y32 = cls(3, kernel_size=5).apply(params, x)
+  np.testing.assert_allclose(np.asarray(y, np.float32), y32, rtol=0.05,
+                             atol=0.05)
+
+
+def test_prelu():
+  x = jnp.asarray([[[-2.0, 3.0], [1.0, -1.0]]])
+  prelu = layers.PReLU()
+  params = {'params': {'alpha': jnp.asarray([0.5, 0.25])}}
+  np.testing.assert_allclose(prelu.apply(params, x),
+                             [[[-1.0, 3.0], [1.0, -0.25]]])

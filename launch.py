@@ -44,7 +44,8 @@ def run(mode: str) -> None:
     if not (f.INPUT.value and f.OUTPUT.value):
       raise ValueError('--mode=enhance needs --input and --output')
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=f.SEED.value)
+                                seed=f.SEED.value,
+                                overlap=float(f.ENHANCE_OVERLAP.value))
     written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value)
     print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with step '
           f'{generator.step} of {f.WORKDIR.value}.')
@@ -52,9 +53,13 @@ def run(mode: str) -> None:
     source = input_pipeline.load_source(f.config_from_flags(), f.SPLIT.value)
     results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
                                               'evaluation.json')
+    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
+                                seed=f.SEED.value,
+                                overlap=float(f.ENHANCE_OVERLAP.value))
     _, table = evaluate.evaluate_checkpoint(
-        generator, source, results=results, label=f'SEGAN step {generator.step}',
-        batch_size=f.ENHANCE_BATCH_SIZE.value, max_files=f.MAX_FILES.value)
+        generator, source, results=results,
+        label=f'{generator.config.model} step {generator.step}',
+        max_files=f.MAX_FILES.value, enhancer=enhancer)
     print(table)
     print(f'Per-file scores: {os.path.splitext(results)[0]}.csv; summary: '
           f'{results}')

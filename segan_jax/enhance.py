@@ -73,10 +73,13 @@ class Enhancer:
   """Applies a generator to 16 kHz signals, window by window, in batches."""
 
   def __init__(self, generator: Generator, batch_size: int = 8,
-               seed: int = 0):
+               seed: int = 0, overlap: float = 0.0):
     config = generator.config
     self.config = config
     self.window = config.window
+    if overlap not in (0.0, 0.5):
+      raise ValueError(f'overlap must be 0 (the paper) or 0.5, got {overlap}')
+    self.hop = self.window if overlap == 0.0 else self.window // 2
     # Windows are batched onto all devices: the batch is split over a 1-D
     # device mesh (one device is a mesh of one).
     self.strategy = parallel.ShardingStrategy(batch_size)
@@ -138,16 +141,29 @@ class Enhancer:
 class SignalStream:
   """Enhances a 16 kHz multi-channel signal pushed in blocks of any size.
 
-  Pre-emphasis and de-emphasis keep their filter state across blocks; samples
-  wait in a buffer until a whole window is there, and the tail is zero-padded
-  to one window by ``finish`` and trimmed back to the input's length.
+  Windows start every ``hop`` samples: ``hop == window`` is the paper's
+  non-overlapping chunking; ``hop == window / 2`` overlap-adds outputs
+  weighted by a periodic Hann window (which sums to one at 50 % overlap; the
+  signal is led by half a window of zeros so its first samples are covered
+  twice too). Pre-emphasis and de-emphasis keep their filter state across
+  blocks; ``finish`` zero-pads the tail and the output is trimmed to the
+  input's length.
   """
 
   def __init__(self, enhancer: Enhancer, channels: int):
     self.enhancer = enhancer
     self.coeff = enhancer.config.preemphasis
     self.channels = channels
-    self.buffer = np.zeros((0, channels), np.float32)
+    window, hop = enhancer.window, enhancer.hop
+    self.hop = hop
+    self.synthesis = np.ones(window, np.float32) if hop == window else (
+        0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)
+    ).astype(np.float32)
+    lead = window - hop
+    self.buffer = np.zeros((lead, channels), np.float32)  # pre-emphasised
+    self.carry = np.zeros((lead, channels), np.float32)   # overlap sums
+    self.to_skip = lead        # output samples that belong to the lead
+    self.pending = 0           # input samples not yet given back
     self.previous = np.zeros(channels, np.float32)   # pre-emphasis state
     self.deemphasis_state = np.zeros((1, channels))  # lfilter state
     self.windows_done = 0
@@ -159,32 +175,45 @@ class SignalStream:
     shifted = np.concatenate([self.previous[None], x[:-1]])
     self.previous = x[-1].copy()
     self.buffer = np.concatenate([self.buffer, x - self.coeff * shifted])
-    whole = self.buffer.shape[0] // self.enhancer.window * self.enhancer.window
-    if whole:
-      ready, self.buffer = self.buffer[:whole], self.buffer[whole:]
-      yield self._enhance(ready)
+    self.pending += x.shape[0]
+    yield from self._process()
 
   def finish(self) -> Iterator[np.ndarray]:
-    length = self.buffer.shape[0]
-    if length:
-      padded = np.pad(self.buffer, ((0, self.enhancer.window - length), (0, 0)))
-      yield self._enhance(padded)[:length]
-      self.buffer = self.buffer[:0]
+    if self.pending:
+      # Zeros after the end: enough for every remaining sample's windows.
+      self.buffer = np.pad(self.buffer, ((0, self.enhancer.window), (0, 0)))
+      yield from self._process()
 
-  def _enhance(self, x: np.ndarray) -> np.ndarray:
-    window = self.enhancer.window
-    n = x.shape[0] // window
-    # [n * window, C] -> [C * n, window]: channels are independent examples.
-    windows = x.T.reshape(self.channels * n, window)
+  def _process(self) -> Iterator[np.ndarray]:
+    window, hop = self.enhancer.window, self.hop
+    if self.buffer.shape[0] < window:
+      return
+    n = (self.buffer.shape[0] - window) // hop + 1
+    # [n, window, C] -> [C * n, window]: channels are independent examples.
+    starts = np.arange(n) * hop
+    windows = np.stack([self.buffer[s:s + window] for s in starts])
+    windows = windows.transpose(2, 0, 1).reshape(self.channels * n, window)
     # Window w of channel c is number w * channels + c of the signal.
     w = self.windows_done + np.arange(n)
     indices = (w[None, :] * self.channels + np.arange(self.channels)[:, None])
     self.windows_done += n
     y = self.enhancer.enhance_windows(windows, indices.reshape(-1))
-    y = y.reshape(self.channels, n * window).T
-    y, self.deemphasis_state = signal.lfilter(
-        [1.0], [1.0, -self.coeff], y, axis=0, zi=self.deemphasis_state)
-    return y.astype(np.float32)
+    y = y.reshape(self.channels, n, window).transpose(1, 2, 0)
+    y = y * self.synthesis[None, :, None]
+    total = np.zeros(((n - 1) * hop + window, self.channels), np.float32)
+    total[:window - hop] += self.carry
+    for k, s in enumerate(starts):
+      total[s:s + window] += y[k]
+    ready, self.carry = total[:n * hop], total[n * hop:]
+    self.buffer = self.buffer[n * hop:]
+    skip = min(self.to_skip, ready.shape[0])
+    self.to_skip -= skip
+    ready = ready[skip:][:self.pending]
+    self.pending -= ready.shape[0]
+    if ready.shape[0]:
+      ready, self.deemphasis_state = signal.lfilter(
+          [1.0], [1.0, -self.coeff], ready, axis=0, zi=self.deemphasis_state)
+      yield ready.astype(np.float32)
 
 
 def _check_input(path: str) -> soundfile._SoundFileInfo:

@@ -116,7 +116,7 @@ def evaluate_checkpoint(generator: enhance.Generator, source, *, results: str,
   """Enhances and scores a dataset split; returns (summary, table)."""
   if enhancer is None:
     enhancer = enhance.Enhancer(generator, batch_size=batch_size)
-  else:
+  else:  # reuse its compiled program (e.g. for validation during training)
     enhancer.set_params(generator.params)
   scored = enhance_and_score(enhancer, source, max_files, num_workers)
   summary = summarize(scored['model'], scored['noisy'], step=generator.step,

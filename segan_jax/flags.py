@@ -33,6 +33,10 @@ ENHANCED_DIR = flags.DEFINE_string(
 NOISY_DIR = flags.DEFINE_string(
     'noisy_dir', None, 'evaluate without a model: optional noisy inputs, to '
     'print the Noisy row too.')
+ENHANCE_OVERLAP = flags.DEFINE_enum(
+    'enhance_overlap', '0', ['0', '0.5'],
+    'enhance/evaluate: 0 = the paper\'s non-overlapping windows; 0.5 = '
+    'Hann-weighted overlap-add of half-overlapping windows.')
 ENHANCE_BATCH_SIZE = flags.DEFINE_integer(
     'enhance_batch_size', 8, 'enhance/evaluate: windows per device batch.')
 WORKDIR = flags.DEFINE_string(

@@ -36,8 +36,9 @@ def trained(tmp_path_factory):
 class IdentityEnhancer(enhance.Enhancer):
   """G replaced by the identity: the pipeline around it must give x back."""
 
-  def __init__(self, window=1024):
+  def __init__(self, window=1024, overlap=0.0):
     self.window = window
+    self.hop = window if overlap == 0 else window // 2
     self.config = type('C', (), {'preemphasis': 0.95})()
 
   def enhance_windows(self, windows, indices=None):
@@ -52,11 +53,12 @@ def _speechlike(rate, seconds, channels, seed=0):
   return x.astype(np.float32)
 
 
-def test_identity_round_trip_16k_is_exact(tmp_path):
+@pytest.mark.parametrize('overlap', [0.0, 0.5])
+def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
   x = _speechlike(16000, 2.3, 1)  # not a whole number of windows
   soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
-  enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
-                       str(tmp_path / 'out.wav'))
+  enhance.enhance_file(IdentityEnhancer(overlap=overlap),
+                       str(tmp_path / 'in.wav'), str(tmp_path / 'out.wav'))
   y, rate = soundfile.read(tmp_path / 'out.wav', dtype='float32')
   assert rate == 16000 and y.shape == (x.shape[0],)
   np.testing.assert_allclose(y, x[:, 0], atol=1e-5)
@@ -120,17 +122,19 @@ def test_output_independent_of_block_size_and_batch(trained, tmp_path):
   generator = enhance.restore_generator(workdir)
   x = _speechlike(48000, 3.0, 2)
   soundfile.write(tmp_path / 'in.wav', x, 48000, subtype='FLOAT')
-  outputs = []
-  for block, batch in ((20, 8), (1, 2)):
-    enhance.BLOCK_SECONDS, saved = block, enhance.BLOCK_SECONDS
-    try:
-      enhance.enhance_file(enhance.Enhancer(generator, batch_size=batch),
-                           str(tmp_path / 'in.wav'),
-                           str(tmp_path / f'out{block}.wav'))
-    finally:
-      enhance.BLOCK_SECONDS = saved
-    outputs.append(soundfile.read(tmp_path / f'out{block}.wav')[0])
-  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+  for overlap in (0.0, 0.5):
+    outputs = []
+    for block, batch in ((20, 8), (1, 2)):
+      enhance.BLOCK_SECONDS, saved = block, enhance.BLOCK_SECONDS
+      try:
+        enhance.enhance_file(
+            enhance.Enhancer(generator, batch_size=batch, overlap=overlap),
+            str(tmp_path / 'in.wav'), str(tmp_path / f'out{block}.wav'))
+      finally:
+        enhance.BLOCK_SECONDS = saved
+      outputs.append(soundfile.read(tmp_path / f'out{block}.wav')[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    assert outputs[0].shape == x.shape
 
 
 def test_folder_tree_is_kept_and_inputs_untouched(trained, tmp_path):

@@ -18,7 +18,6 @@ import tempfile
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import soundfile
 import soxr

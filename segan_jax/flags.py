@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from absl import flags
 
 from segan_jax import config as config_lib
@@ -114,31 +116,13 @@ PARALLELISM = flags.DEFINE_enum(
 
 
 def config_from_flags() -> config_lib.Config:
-  features = ENCODER_FEATURES.value
-  return config_lib.Config(
-      model=MODEL.value,
-      model_size=MODEL_SIZE.value,
-      encoder_features=tuple(int(f) for f in features) if features else None,
-      kernel_size=KERNEL_SIZE.value,
-      window_size=WINDOW_SIZE.value,
-      dataset=DATASET.value,
-      data_dir=DATA_DIR.value,
-      manual_dir=MANUAL_DIR.value,
-      tfds_data_dir=TFDS_DATA_DIR.value,
-      skip_bad_files=SKIP_BAD_FILES.value,
-      dataset_size=DATASET_SIZE.value,
-      num_epochs=NUM_EPOCHS.value,
-      batch_size=BATCH_SIZE.value,
-      seed=SEED.value,
-      learning_rate=LEARNING_RATE.value,
-      l1_weight=L1_WEIGHT.value,
-      vbn_reference_size=VBN_REFERENCE_SIZE.value,
-      checkpoint_every_epochs=CHECKPOINT_EVERY_EPOCHS.value,
-      keep_checkpoints=KEEP_CHECKPOINTS.value,
-      log_every_steps=LOG_EVERY_STEPS.value,
-      validation_files=VALIDATION_FILES.value,
-      reconstruction_loss=RECONSTRUCTION_LOSS.value,
-      gan_loss=GAN_LOSS.value,
-      latent_dim=LATENT_DIM.value,
-      parallelism=PARALLELISM.value,
-  )
+  """The Config whose fields take the values of the flags of the same name."""
+  values = {field.name: flags.FLAGS[field.name].value
+            for field in dataclasses.fields(config_lib.Config)
+            if field.name in flags.FLAGS}
+  if values.get('encoder_features'):
+    values['encoder_features'] = tuple(int(f)
+                                       for f in values['encoder_features'])
+  else:
+    values['encoder_features'] = None
+  return config_lib.Config(**values)

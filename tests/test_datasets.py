@@ -15,7 +15,6 @@ import soundfile
 from segan_jax import audio
 from segan_jax import datasets
 from segan_jax import input_pipeline
-from segan_jax.datasets import builders
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 needs_shared = pytest.mark.skipif(

@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 import soundfile

@@ -169,6 +169,13 @@ def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
   pictures = [(tmp_path / 'samples' / f'step_{s}.png').read_bytes()
               for s in steps]
   assert pictures[0] != pictures[1]
+  if gan_loss == 'bce':  # resuming works for the GAN too
+    train.train_and_evaluate(config.replace(num_epochs=1),
+                             str(tmp_path / 'resumed'))
+    resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+    for a, b in zip(jax.tree.leaves(result['states']),
+                    jax.tree.leaves(resumed['states'])):
+      np.testing.assert_array_equal(a, b)
 
 
 def test_gan_checkpoint_cannot_enhance(tiny_config, tmp_path):

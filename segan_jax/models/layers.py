@@ -210,8 +210,8 @@ def _conv_transpose_taps(x: jax.Array, kernel: jax.Array,
   return y
 
 
-class Conv1D(nn.Module):
-  """Strided 1-D convolution with 'same' padding (length L -> L / stride)."""
+class _StridedConv(nn.Module):
+  """Kernel ``[kernel_size, Cin, features]`` and optional bias around a conv."""
 
   features: int
   kernel_size: int = 31
@@ -221,13 +221,15 @@ class Conv1D(nn.Module):
   param_dtype: Dtype = jnp.float32
   impl: str = 'auto'
 
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', default_kernel_init,
                         (self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
-    y = conv1d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
-               same_padding(self.kernel_size), self.impl)
+    y = self.convolve(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)
@@ -235,33 +237,24 @@ class Conv1D(nn.Module):
     return y
 
 
-class ConvTranspose1D(nn.Module):
+class Conv1D(_StridedConv):
+  """Strided 1-D convolution with 'same' padding (length L -> L / stride)."""
+
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv1d(x, kernel, self.stride, same_padding(self.kernel_size),
+                  self.impl)
+
+
+class ConvTranspose1D(_StridedConv):
   """Strided 1-D transposed convolution (length L -> L * stride).
 
   Same result as ``lax.conv_transpose(x, kernel, (stride,), 'SAME')`` with
-  the kernel stored ``[kernel_size, Cin, Cout]``, computed in polyphase form.
+  the kernel stored ``[kernel_size, Cin, Cout]``, computed in 'taps' or
+  polyphase form (see conv_transpose1d).
   """
 
-  features: int
-  kernel_size: int = 31
-  stride: int = 2
-  use_bias: bool = True
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  impl: str = 'auto'
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', default_kernel_init,
-                        (self.kernel_size, x.shape[-1], self.features),
-                        self.param_dtype)
-    y = conv_transpose1d(x.astype(self.dtype), kernel.astype(self.dtype),
-                         self.stride, self.impl)
-    if self.use_bias:
-      bias = self.param('bias', nn.initializers.zeros, (self.features,),
-                        self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv_transpose1d(x, kernel, self.stride, self.impl)
 
 
 class PReLU(nn.Module):

@@ -3,7 +3,7 @@
 --mode=train (default) trains or resumes in --workdir; --mode=enhance cleans
 --input into --output with a checkpoint of --workdir; --mode=evaluate prints
 the paper's metrics table for a checkpoint on --dataset/--split, or for
---enhanced_dir against --clean_dir.
+--enhanced_dir against --clean_dir; --mode=report writes WORKDIR/report.html.
 """
 
 import os
@@ -29,6 +29,10 @@ def run(mode: str) -> None:
     return
   if not f.WORKDIR.value:
     raise ValueError(f'--mode={mode} needs --workdir')
+  if mode == 'report':
+    from segan_jax import report
+    print(f'Wrote {report.write_report(f.WORKDIR.value)}')
+    return
   if mode == 'train':
     config = f.config_from_flags()
     result = train.train_and_evaluate(config, f.WORKDIR.value)

@@ -11,9 +11,10 @@ from segan_jax import config as config_lib
 _DEFAULT = config_lib.Config()
 
 MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'enhance', 'evaluate'],
+    'mode', 'train', ['train', 'enhance', 'evaluate', 'report'],
     'train; enhance --input with a checkpoint of --workdir; evaluate a '
-    'checkpoint on --dataset/--split, or --enhanced_dir against --clean_dir.')
+    'checkpoint on --dataset/--split, or --enhanced_dir against --clean_dir; '
+    'report: write WORKDIR/report.html.')
 CHECKPOINT_STEP = flags.DEFINE_integer(
     'checkpoint_step', None, 'enhance/evaluate: checkpoint to restore '
     '(default: the latest).')

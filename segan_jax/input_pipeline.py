@@ -81,7 +81,9 @@ class WindowedPairs:
 def load_source(config: Config, split: str):
   kwargs = {}
   if config.dataset == 'synthetic':
-    kwargs = dict(seed=config.seed, num_utterances=config.dataset_size)
+    # --dataset_size sizes the train split; the others keep their defaults.
+    kwargs = dict(seed=config.seed, num_utterances=(
+        config.dataset_size if split == 'train' else None))
   return datasets.get_source(config.dataset, split, data_dir=config.data_dir,
                              manual_dir=config.manual_dir,
                              tfds_data_dir=config.tfds_data_dir,

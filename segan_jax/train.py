@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from typing import Any
 
@@ -12,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 from absl import logging
 from jax import lax
 
 from segan_jax import checkpoints
 from segan_jax import input_pipeline
+from segan_jax import logging_utils
 from segan_jax import losses
 from segan_jax import parallel
 from segan_jax import train_state
@@ -232,13 +235,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   states = strategy.put_state(states)
   history = []
   window_start = time.perf_counter()
-  on_checkpoint = make_checkpoint_hook(config, workdir)
+  writer = logging_utils.MetricWriter(workdir)
+  on_checkpoint = make_checkpoint_hook(config, workdir, writer)
+  logging_utils.write_run_record(workdir, config.to_dict())
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
+                       disable=not sys.stderr.isatty(), dynamic_ncols=True)
   host_batches = input_pipeline.batches(data, schedule, start_step,
                                         total_steps)
   for step in range(start_step, total_steps):
     batch = strategy.put_batch(next(host_batches))
     states, metrics = step_fn(states, batch, train_rng)
     done = step + 1
+    progress.update(1)
     epoch, in_epoch = divmod(done, schedule.steps_per_epoch)
     if done % config.log_every_steps == 0 or done == total_steps:
       # The only host sync of the loop: every log_every_steps steps.
@@ -249,6 +257,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       window_start = time.perf_counter()
       _check_finite(host_metrics, done)
       history.append({'step': done, **host_metrics})
+      writer.write(done, host_metrics)
+      progress.set_postfix(epoch=f'{done / schedule.steps_per_epoch:.2f}',
+                           refresh=False)
       logging.info('step %d (epoch %.2f): %s', done,
                    done / schedule.steps_per_epoch,
                    ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
@@ -259,8 +270,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       logging.info('Saved checkpoint for epoch %d at %s/%d.', epoch,
                    checkpointer.directory, done)
       if on_checkpoint is not None:
-        history.append({'step': done,
-                        **on_checkpoint(host_states['g'].params, done)})
+        checkpoint_metrics = on_checkpoint(host_states['g'].params, done)
+        history.append({'step': done, **checkpoint_metrics})
+        writer.write(done, checkpoint_metrics)
+  progress.close()
+  writer.close()
   checkpointer.wait()
   checkpointer.close()
   host_states = strategy.get_state(states)
@@ -269,14 +283,15 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
           'epoch': config.num_epochs, 'history': history}
 
 
-def make_checkpoint_hook(config: Config, workdir: str):
+def make_checkpoint_hook(config: Config, workdir: str,
+                         writer: logging_utils.MetricWriter):
   """What runs after each checkpoint: validation scores or GAN samples."""
   if jax.process_index() != 0:
     return None
   if config.model == 'gan':
     from segan_jax import plots  # pylint: disable=g-import-not-at-top
-    return plots.gan_sampler(config, workdir)
-  return make_validator(config, workdir)
+    return plots.gan_sampler(config, workdir, writer)
+  return make_validator(config, workdir, writer)
 
 
 def _check_finite(metrics: dict[str, float], step: int) -> None:
@@ -286,11 +301,19 @@ def _check_finite(metrics: dict[str, float], step: int) -> None:
         f'training diverged at step {step}: {", ".join(bad)} not finite')
 
 
-def make_validator(config: Config, workdir: str):
+# Validation examples shown as audio and spectrograms at each checkpoint.
+NUM_SAMPLE_EXAMPLES = 3
+
+
+def make_validator(config: Config, workdir: str,
+                   writer: logging_utils.MetricWriter | None = None):
   """Scores G on a few validation files at each checkpoint (or None).
 
   Returns ``validate(g_params, step) -> {'val_pesq': ..., ...}``; results
-  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV.
+  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV. The
+  first window of the first few validation files, noisy / enhanced / clean,
+  is saved as WAV and as one spectrogram picture in
+  ``WORKDIR/samples/step_<N>*`` and in TensorBoard.
   """
   if not config.validation_files:
     return None
@@ -307,6 +330,11 @@ def make_validator(config: Config, workdir: str):
                     config.dataset)
     return None
   enhancer = None
+  examples = []
+  for i in range(min(NUM_SAMPLE_EXAMPLES, len(source))):
+    example = source[i]
+    examples.append({k: example[k][:config.window] for k in ('noisy', 'clean')}
+                    | {'id': example['id']})
 
   def validate(g_params, step):
     nonlocal enhancer
@@ -319,9 +347,35 @@ def make_validator(config: Config, workdir: str):
         enhancer=enhancer)
     scores = {f'val_{k}': float(summary[k])
               for k in evaluate.TABLE_COLUMNS}
+    _save_examples(enhancer, examples, workdir, step, writer)
     logging.info('step %d validation (%d files, %s split): %s', step,
                  summary['n_files'], split, ', '.join(
                      f'{k}={v:.3f}' for k, v in scores.items()))
     return scores
 
   return validate
+
+
+def _save_examples(enhancer, examples, workdir: str, step: int,
+                   writer: logging_utils.MetricWriter | None) -> None:
+  """noisy / enhanced / clean of each example: WAVs, one PNG, TensorBoard."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+  from segan_jax import audio, plots  # pylint: disable=g-import-not-at-top
+  stem = os.path.join(workdir, 'samples', f'step_{step}')
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  shown = []
+  for i, example in enumerate(examples):
+    signals = {'noisy': example['noisy'], 'clean': example['clean'],
+               'enhanced': enhancer.enhance_signal(example['noisy'])}
+    shown.append(signals)
+    for kind, wave in signals.items():
+      soundfile.write(f'{stem}_{i}_{kind}.wav', np.clip(wave, -1, 1),
+                      audio.SAMPLE_RATE)
+      if writer is not None:
+        writer.write_audio(f'example_{i}/{kind}', np.clip(wave, -1, 1), step,
+                           audio.SAMPLE_RATE)
+  picture = plots.enhancement_figure(
+      shown, stem + '.png', f'step {step}: ' + ', '.join(
+          e['id'] for e in examples))
+  if writer is not None:
+    writer.write_image('spectrograms', picture, step)

@@ -10,7 +10,6 @@ import os
 import sys
 
 from absl import app
-from absl import logging
 
 from segan_jax import flags as f
 
@@ -18,7 +17,7 @@ from segan_jax import flags as f
 def run(mode: str) -> None:
   # Imported here so that --help answers without loading JAX.
   # pylint: disable=g-import-not-at-top
-  from segan_jax import enhance, evaluate, input_pipeline, train
+  from segan_jax import enhance, evaluate, input_pipeline, logging_utils, train
   if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
     if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
       raise ValueError('--clean_dir and --enhanced_dir go together')
@@ -36,11 +35,7 @@ def run(mode: str) -> None:
   if mode == 'train':
     config = f.config_from_flags()
     result = train.train_and_evaluate(config, f.WORKDIR.value)
-    logging.info('Finished at step %d (epoch %d).', result['step'],
-                 result['epoch'])
-    if config.model != 'gan':
-      logging.info('Enhance with: python launch.py --mode=enhance --workdir=%s '
-                   '--input=NOISY --output=ENHANCED', f.WORKDIR.value)
+    print(logging_utils.training_summary(config, f.WORKDIR.value, result))
     return
   generator = enhance.restore_generator(f.WORKDIR.value,
                                         f.CHECKPOINT_STEP.value)

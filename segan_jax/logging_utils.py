@@ -6,11 +6,12 @@ import json
 import logging as std_logging
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
 from absl import logging
+
+from segan_jax import files
 
 # Libraries whose INFO lines drown the run's own (Orbax logs every file it
 # renames while saving a checkpoint).
@@ -107,9 +108,27 @@ def write_run_record(workdir: str, config_dict: dict[str, Any]) -> str:
   }
   path = os.path.join(workdir, 'run.json')
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=workdir, delete=False,
-                                     suffix='.partial') as f:
+    with files.atomic_open(path) as f:
       json.dump(record, f, indent=1)
-    os.replace(f.name, path)
   return path
+
+
+def training_summary(config, workdir: str, result: dict[str, Any]) -> str:
+  """What a finished run left and the commands that use it, for stdout."""
+  from segan_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  folder = checkpoints.checkpoint_dir(workdir)
+  steps = sorted(int(s) for s in os.listdir(folder) if s.isdigit())
+  lines = [
+      f'Trained {config.model} to step {result["step"]} '
+      f'(epoch {result["epoch"]}).',
+      f'  checkpoints: {folder} (steps {", ".join(map(str, steps))})',
+      f'  metrics:     {os.path.join(workdir, "metrics.jsonl")}; '
+      f'tensorboard --logdir {workdir}',
+      f'  report:      python launch.py --mode=report --workdir={workdir}',
+  ]
+  if config.model == 'gan':
+    lines.append(f'  samples:     {os.path.join(workdir, "samples")}')
+  else:
+    lines.append(f'  enhance:     python launch.py --mode=enhance '
+                 f'--workdir={workdir} --input=NOISY --output=ENHANCED')
+  return '\n'.join(lines)

@@ -4,14 +4,13 @@ examples and the basic GAN's sample grid."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 import jax
 import numpy as np
-import soundfile
 from absl import logging
 
 from segan_jax import audio
+from segan_jax import files
 from segan_jax import models
 from segan_jax.config import Config
 
@@ -35,12 +34,8 @@ def log_spectrogram(x: np.ndarray, nfft: int = 512) -> np.ndarray:
 
 def _save_figure(fig, path: str) -> np.ndarray:
   """Writes the PNG atomically; returns the picture as uint8 RGB."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=folder, suffix='.png',
-                                   delete=False) as f:
+  with files.atomic_open(path, 'wb') as f:
     fig.savefig(f, format='png', dpi=80)
-  os.replace(f.name, path)
   fig.canvas.draw()
   return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
@@ -134,7 +129,7 @@ def gan_sampler(config: Config, workdir: str, writer=None):
       writer.write_image('samples', picture, step)
     # The 8 samples one after another, with short gaps, to listen to.
     gap = np.zeros(audio.SAMPLE_RATE // 10, np.float32)
-    soundfile.write(stem + '.wav', np.concatenate(
+    files.write_wav(stem + '.wav', np.concatenate(
         [np.concatenate([w, gap]) for w in waves]), audio.SAMPLE_RATE)
     logging.info('GAN samples at step %d: %s.png', step, stem)
     return {'sample_rms': float(np.sqrt(np.mean(waves**2)))}

@@ -11,8 +11,8 @@ import io
 import json
 import os
 import re
-import tempfile
 
+from segan_jax import files
 from segan_jax import plots
 
 LOSS_KEYS = ('d_loss', 'd_real', 'd_fake', 'g_adv', 'g_l1', 'g_loss', 'loss')
@@ -60,6 +60,35 @@ def latest_samples(workdir: str) -> tuple[int, str | None, list[str]]:
   return step, picture, wavs
 
 
+def _audio_player(path: str) -> str:
+  with open(path, 'rb') as f:
+    return (f'<audio controls src="{_data_uri("audio/wav", f.read())}">'
+            '</audio>')
+
+
+def _audio_table(wavs: list[str]) -> str:
+  """Validation examples as rows of noisy / enhanced / clean players; other
+  sounds (the basic GAN's samples) one per row."""
+  columns = ('noisy', 'enhanced', 'clean')
+  examples, others = {}, []
+  for wav in wavs:
+    match = re.search(r'step_\d+_(\d+)_(\w+)\.wav$', wav)
+    if match and match.group(2) in columns:
+      examples.setdefault(int(match.group(1)), {})[match.group(2)] = wav
+    else:
+      others.append(wav)
+  rows = ['<tr><th></th>' + ''.join(f'<th>{c}</th>' for c in columns) +
+          '</tr>'] if examples else []
+  for index, kinds in sorted(examples.items()):
+    rows.append(f'<tr><td>example {index}</td>' + ''.join(
+        f'<td>{_audio_player(kinds[c]) if c in kinds else ""}</td>'
+        for c in columns) + '</tr>')
+  for wav in others:
+    rows.append(f'<tr><td>{html.escape(os.path.basename(wav))}</td>'
+                f'<td colspan="3">{_audio_player(wav)}</td></tr>')
+  return '<table>' + ''.join(rows) + '</table>'
+
+
 def write_report(workdir: str) -> str:
   """Writes ``WORKDIR/report.html`` (atomically) and returns its path."""
   rows = read_metrics(workdir)
@@ -95,18 +124,12 @@ def write_report(workdir: str) -> str:
     with open(picture, 'rb') as f:
       parts.append(f'<h2>Samples at step {step}</h2><img alt="samples" src="'
                    + _data_uri('image/png', f.read()) + '">')
-    for wav in wavs:
-      with open(wav, 'rb') as f:
-        parts.append(f'<div>{html.escape(os.path.basename(wav))} <audio '
-                     f'controls src="{_data_uri("audio/wav", f.read())}">'
-                     '</audio></div>')
+    parts.append(_audio_table(wavs))
   page = ('<!doctype html><html><head><meta charset="utf-8"><title>segan-jax '
           'report</title><style>body{font-family:sans-serif;margin:2em}'
-          'img{max-width:100%}td,th{padding:0 1em}</style></head><body>' +
+          'img{max-width:100%}td,th{padding:0 1em}audio{width:15em}</style></head><body>' +
           '\n'.join(parts) + '</body></html>\n')
   path = os.path.join(workdir, 'report.html')
-  with tempfile.NamedTemporaryFile('w', dir=workdir, delete=False,
-                                   suffix='.partial') as f:
+  with files.atomic_open(path) as f:
     f.write(page)
-  os.replace(f.name, path)
   return path

@@ -254,6 +254,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       elapsed = time.perf_counter() - window_start
       host_metrics['examples_per_second'] = (
           config.log_every_steps * config.batch_size / elapsed)
+      # Constant (RMSprop, no schedule) but logged so curves of runs with
+      # different --learning_rate are told apart in TensorBoard.
+      host_metrics['learning_rate'] = config.learning_rate
       window_start = time.perf_counter()
       _check_finite(host_metrics, done)
       history.append({'step': done, **host_metrics})
@@ -359,18 +362,15 @@ def make_validator(config: Config, workdir: str,
 def _save_examples(enhancer, examples, workdir: str, step: int,
                    writer: logging_utils.MetricWriter | None) -> None:
   """noisy / enhanced / clean of each example: WAVs, one PNG, TensorBoard."""
-  import soundfile  # pylint: disable=g-import-not-at-top
-  from segan_jax import audio, plots  # pylint: disable=g-import-not-at-top
+  from segan_jax import audio, files, plots  # pylint: disable=g-import-not-at-top
   stem = os.path.join(workdir, 'samples', f'step_{step}')
-  os.makedirs(os.path.dirname(stem), exist_ok=True)
   shown = []
   for i, example in enumerate(examples):
     signals = {'noisy': example['noisy'], 'clean': example['clean'],
                'enhanced': enhancer.enhance_signal(example['noisy'])}
     shown.append(signals)
     for kind, wave in signals.items():
-      soundfile.write(f'{stem}_{i}_{kind}.wav', np.clip(wave, -1, 1),
-                      audio.SAMPLE_RATE)
+      files.write_wav(f'{stem}_{i}_{kind}.wav', wave, audio.SAMPLE_RATE)
       if writer is not None:
         writer.write_audio(f'example_{i}/{kind}', np.clip(wave, -1, 1), step,
                            audio.SAMPLE_RATE)

@@ -35,6 +35,11 @@ def test_demo_flagfile_trains_checkpoints_and_resumes(tmp_path):
   steps = checkpoint_steps(workdir)
   assert len(steps) == 2 and steps[1] == 2 * steps[0]
   assert 'Resumed' not in first.stderr
+  # The closing summary says where things are and how to use them.
+  assert f'checkpoints: {workdir}/checkpoints (steps {steps[0]}, {steps[1]})' \
+      in first.stdout
+  assert f'--mode=enhance --workdir={workdir}' in first.stdout
+  assert (workdir / 'metrics.jsonl').is_file() and (workdir / 'run.json').is_file()
   # Same workdir, more epochs: continues from the last checkpoint.
   second = launch(*TINY, '--num_epochs=3', f'--workdir={workdir}')
   assert second.returncode == 0, second.stderr[-3000:]

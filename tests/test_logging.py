@@ -2,7 +2,11 @@
 
 import json
 import pathlib
+import shutil
 import struct
+import subprocess
+
+import numpy as np
 
 import pytest
 
@@ -71,16 +75,50 @@ def read_tensorboard_tags(folder):
   return tags
 
 
-def test_report_is_one_self_contained_page(tiny_config, tmp_path):
+@pytest.fixture(scope='module')
+def reported_workdir(tmp_path_factory):
+  """A tiny run with validation samples, and its report page."""
   from segan_jax import report  # pylint: disable=g-import-not-at-top
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('reported')
   with pytest.raises(ValueError, match='train in this workdir first'):
-    report.write_report(str(tmp_path))
-  config = tiny_config.replace(num_epochs=1, validation_files=1)
-  train.train_and_evaluate(config, str(tmp_path))
-  page = pathlib.Path(report.write_report(str(tmp_path))).read_text()
+    report.write_report(str(workdir))
+  config = Config(model_size='tiny', dataset_size=2, num_epochs=1,
+                  batch_size=8, vbn_reference_size=4, log_every_steps=5,
+                  validation_files=1, parallelism='none')
+  train.train_and_evaluate(config, str(workdir))
+  return pathlib.Path(report.write_report(str(workdir)))
+
+
+def test_report_is_one_self_contained_page(reported_workdir):
+  page = reported_workdir.read_text()
   assert page.startswith('<!doctype html>')
   assert page.count('src="data:image/png;base64,') == 3  # losses, val, samples
   assert page.count('<audio controls src="data:audio/wav;base64,') == (
       3 * train.NUM_SAMPLE_EXAMPLES)  # noisy, enhanced, clean each
   # Nothing to fetch: no external address anywhere in the page.
   assert 'http://' not in page and 'https://' not in page
+
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+
+
+@pytest.mark.skipif(not CHROMIUM, reason='no chromium on PATH (.ci/run '
+                    'installs Debian\'s chromium to run this test)')
+def test_report_renders_in_headless_chromium(reported_workdir, tmp_path):
+  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  screenshot = tmp_path / 'report.png'
+  subprocess.run(
+      [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu',
+       '--disable-quic', '--no-first-run', '--disable-background-networking',
+       '--disable-component-update', '--disable-sync',
+       f'--user-data-dir={tmp_path / "profile"}', '--window-size=1000,1400',
+       f'--screenshot={screenshot}', reported_workdir.as_uri()],
+      check=True, capture_output=True, timeout=120)
+  pixels = image.imread(screenshot)[..., :3]
+  assert pixels.shape[:2] == (1400, 1000)
+  # Only the embedded PNGs, decoded and drawn (blue curves, magma
+  # spectrograms), put strongly coloured pixels on the white page.
+  red, blue = pixels[..., 0], pixels[..., 2]
+  assert np.mean(np.abs(red - blue) > 0.3) > 0.01
+  assert np.mean(pixels < 0.5) > 0.01  # text and plot lines

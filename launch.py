@@ -23,7 +23,7 @@ def run(mode: str) -> None:
       raise ValueError('--clean_dir and --enhanced_dir go together')
     _, table = evaluate.evaluate_folders(
         f.CLEAN_DIR.value, f.ENHANCED_DIR.value, results=f.RESULTS.value,
-        noisy_dir=f.NOISY_DIR.value)
+        noisy_dir=f.NOISY_DIR.value, skip_bad_files=f.SKIP_BAD_FILES.value)
     print(table)
     return
   if not f.WORKDIR.value:
@@ -37,17 +37,29 @@ def run(mode: str) -> None:
     result = train.train_and_evaluate(config, f.WORKDIR.value)
     print(logging_utils.training_summary(config, f.WORKDIR.value, result))
     return
+  if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
+    # Checked before the checkpoint is loaded: a usage slip answers at once.
+    raise ValueError('--mode=enhance needs --input and --output')
   generator = enhance.restore_generator(f.WORKDIR.value,
                                         f.CHECKPOINT_STEP.value)
   if mode == 'enhance':
-    if not (f.INPUT.value and f.OUTPUT.value):
-      raise ValueError('--mode=enhance needs --input and --output')
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
                                 seed=f.SEED.value,
                                 overlap=float(f.ENHANCE_OVERLAP.value))
-    written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value)
+    failed = []
+
+    def report(error):
+      # One line per bad file as it is met; the good files still get done.
+      print(f'error: {error}', file=sys.stderr, flush=True)
+      failed.append(error)
+
+    written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value,
+                                    on_error=report)
     print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with step '
-          f'{generator.step} of {f.WORKDIR.value}.')
+          f'{generator.step} of {f.WORKDIR.value}' +
+          (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
+    if failed:
+      sys.exit(2)
   else:
     source = input_pipeline.load_source(f.config_from_flags(), f.SPLIT.value)
     results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
@@ -70,6 +82,11 @@ def main(argv):
   from segan_jax import checkpoints, logging_utils  # pylint: disable=g-import-not-at-top
   logging_utils.quiet_library_logs()
   try:
+    if f.MODE.value == 'train':
+      from segan_jax import parallel  # pylint: disable=g-import-not-at-top
+      parallel.initialize_distributed(
+          f.DISTRIBUTED.value, f.COORDINATOR_ADDRESS.value,
+          f.NUM_PROCESSES.value, f.PROCESS_ID.value)
     run(f.MODE.value)
   except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:
     # Problems with the user's input (files, flags, checkpoints): one clear

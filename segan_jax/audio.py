@@ -111,8 +111,58 @@ def extract_window(x: np.ndarray, start: int, window: int) -> np.ndarray:
   return np.pad(chunk, widths)
 
 
+# What enhance and the dataset builders take from a folder. Hidden files are
+# left out: "._x.wav" beside x.wav is macOS metadata, not audio.
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
+
+
+def is_audio_file_name(name: str) -> bool:
+  name = os.path.basename(name)
+  return name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith('.')
+
+
 class AudioError(ValueError):
   """An audio file that cannot be used; the message names the file."""
+
+
+def audio_info(path: str | os.PathLike) -> soundfile._SoundFileInfo:
+  """The header of an audio file, checked: the one validation every reader
+  (enhance, evaluate, dataset builders) goes through, so a bad file gets the
+  same one-line AudioError everywhere.
+
+  Raises AudioError for a missing path, a folder, an empty (0-byte) file, a
+  file soundfile cannot parse (text, truncated header, unknown format) and
+  audio without frames.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise AudioError(f'{path}: no such file')
+  if not os.path.isfile(path):
+    raise AudioError(f'{path}: not a file')
+  if os.path.getsize(path) == 0:
+    raise AudioError(f'{path}: empty file (0 bytes), not audio')
+  try:
+    info = soundfile.info(path)
+  except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+    raise AudioError(f'{path}: not a readable audio file ({_reason(e)})'
+                     ) from None
+  if info.frames <= 0:
+    raise AudioError(f'{path}: empty audio (0 samples)')
+  if info.samplerate <= 0 or info.channels <= 0:
+    raise AudioError(f'{path}: invalid header ({info.samplerate} Hz, '
+                     f'{info.channels} channels)')
+  return info
+
+
+def check_finite(data: np.ndarray, path: str | os.PathLike) -> None:
+  """AudioError unless every sample is finite (float files can hold NaN)."""
+  if not np.isfinite(data).all():
+    raise AudioError(f'{os.fspath(path)}: contains NaN or infinite samples')
+
+
+def _reason(error: Exception) -> str:
+  # libsndfile's messages end with the useful part after the last colon.
+  return str(error).split(':')[-1].strip() or 'unreadable'
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -123,17 +173,15 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
   non-audio, empty or non-finite audio.
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise AudioError(f'{path}: no such file')
+  audio_info(path)
   try:
     data, rate = soundfile.read(path, dtype='float32', always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-    reason = str(e).split(':')[-1].strip() or 'unreadable'
-    raise AudioError(f'{path}: not a readable audio file ({reason})') from None
-  if data.shape[0] == 0:
+    raise AudioError(f'{path}: not a readable audio file ({_reason(e)})'
+                     ) from None
+  if data.shape[0] == 0:  # a header that promised frames the data lacks
     raise AudioError(f'{path}: empty audio (0 samples)')
-  if not np.isfinite(data).all():
-    raise AudioError(f'{path}: contains NaN or infinite samples')
+  check_finite(data, path)
   return data, int(rate)
 
 

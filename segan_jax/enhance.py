@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -35,8 +35,10 @@ from segan_jax.config import Config
 BLOCK_SECONDS = 20
 
 
-class EnhanceError(ValueError):
-  """Bad input for enhancement; the message names the file."""
+# Bad input for enhancement (a file, a folder, an output path); the message
+# names it. The same type as audio.AudioError, which the shared file checks
+# raise, so callers catch one type for "this path cannot be used".
+EnhanceError = audio.AudioError
 
 
 @dataclasses.dataclass
@@ -76,6 +78,9 @@ class Enhancer:
     config = generator.config
     self.config = config
     self.window = config.window
+    if batch_size < 1 or batch_size % jax.device_count():
+      raise ValueError(f'--enhance_batch_size must be a positive multiple of '
+                       f'the {jax.device_count()} device(s), got {batch_size}')
     if overlap not in (0.0, 0.5):
       raise ValueError(f'overlap must be 0 (the paper) or 0.5, got {overlap}')
     self.hop = self.window if overlap == 0.0 else self.window // 2
@@ -215,32 +220,31 @@ class SignalStream:
       yield ready.astype(np.float32)
 
 
-def _check_input(path: str) -> soundfile._SoundFileInfo:
-  if not os.path.isfile(path):
-    raise EnhanceError(f'{path}: no such file')
-  try:
-    info = soundfile.info(path)
-  except (soundfile.LibsndfileError, RuntimeError) as e:
-    reason = str(e).split(':')[-1].strip()
-    raise EnhanceError(f'{path}: not a readable audio file ({reason})') from None
-  if info.frames == 0:
-    raise EnhanceError(f'{path}: empty audio (0 samples)')
-  return info
-
-
 def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
   """Enhances one file into ``dst`` (same rate, channels, format).
 
   Returns the audio duration in seconds. Never leaves a partial ``dst``.
   """
-  info = _check_input(src)
+  info = audio.audio_info(src)
   if os.path.exists(dst) and os.path.samefile(src, dst):
     raise EnhanceError(f'{dst}: output would overwrite its input')
+  if os.path.isdir(dst):
+    raise EnhanceError(f'{dst}: output is a folder; name the output file')
   rate, channels = info.samplerate, info.channels
-  os.makedirs(os.path.dirname(os.path.abspath(dst)) or '.', exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(dst) + '.',
-                             suffix='.partial', dir=os.path.dirname(
-                                 os.path.abspath(dst)))
+  folder = os.path.dirname(os.path.abspath(dst))
+  existing = folder
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise EnhanceError(f'{dst}: cannot write the output: {existing} is a '
+                       'file, not a folder')
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(dst) + '.',
+                               suffix='.partial', dir=folder)
+  except OSError as e:  # e.g. a parent that is a file, no permission
+    raise EnhanceError(f'{dst}: cannot write the output ({e.strerror})'
+                       ) from None
   os.close(fd)
   integer = info.subtype.startswith(('PCM', 'ULAW', 'ALAW'))
   try:
@@ -267,8 +271,7 @@ def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
         format=info.format) as fout:
       for block in fin.blocks(blocksize=BLOCK_SECONDS * rate, dtype='float32',
                               always_2d=True):
-        if not np.isfinite(block).all():
-          raise EnhanceError(f'{src}: contains NaN or infinite samples')
+        audio.check_finite(block, src)
         x16 = down.resample_chunk(block) if down is not None else block
         for y16 in stream.push(x16):
           write(fout, y16)
@@ -284,6 +287,9 @@ def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
     os.replace(tmp, dst)
   except soundfile.LibsndfileError as e:
     raise EnhanceError(f'{src}: {e}') from None
+  except OSError as e:  # writing: disk full, output removed meanwhile, ...
+    raise EnhanceError(f'{dst}: cannot write the output ({e.strerror})'
+                       ) from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -303,13 +309,16 @@ def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
   if dst_root == src_root:
     raise EnhanceError(f'{output_path}: output folder is the input folder; '
                        'choose another so inputs are never overwritten')
+  if os.path.exists(dst_root) and not os.path.isdir(dst_root):
+    raise EnhanceError(f'{output_path}: is a file, but the input '
+                       f'{input_path} is a folder; name an output folder')
   plan = []
   for folder, dirs, files in os.walk(src_root):
     dirs.sort()
     if os.path.abspath(folder).startswith(dst_root + os.sep):
       continue  # an output folder inside the input folder
     for f in sorted(files):
-      if f.lower().endswith(('.wav', '.flac', '.ogg', '.aiff', '.aif')):
+      if audio.is_audio_file_name(f):
         src = os.path.join(folder, f)
         plan.append((src, os.path.join(dst_root,
                                        os.path.relpath(src, src_root))))
@@ -318,15 +327,29 @@ def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
   return plan
 
 
-def enhance_paths(enhancer: Enhancer, input_path: str,
-                  output_path: str) -> list[str]:
-  """Enhances a file or a folder tree; returns the files written."""
+def enhance_paths(enhancer: Enhancer, input_path: str, output_path: str,
+                  on_error: Callable[[EnhanceError], None] | None = None
+                  ) -> list[str]:
+  """Enhances a file or a folder tree; returns the files written.
+
+  A file that cannot be enhanced (unreadable, empty, NaN, unwritable output)
+  raises EnhanceError, or, when ``on_error`` is given, is passed to it and
+  skipped so that one bad recording does not stop a folder of good ones. No
+  output is left for a skipped file. Problems with the paths themselves
+  (missing input, output = input) always raise.
+  """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   plan = plan_outputs(input_path, output_path)
   done, seconds = [], 0.0
   with tqdm(plan, unit='file', disable=not sys.stderr.isatty()) as bar:
     for src, dst in bar:
-      seconds += enhance_file(enhancer, src, dst)
+      try:
+        seconds += enhance_file(enhancer, src, dst)
+      except EnhanceError as e:
+        if on_error is None:
+          raise
+        on_error(e)
+        continue
       done.append(dst)
       bar.set_postfix(audio=f'{seconds:.0f}s')
       logging.info('Enhanced %s -> %s (%d/%d files, %.1f s of audio).', src,

@@ -48,6 +48,9 @@ def enhance_and_score(enhancer: enhance.Enhancer, source,
   metrics dict per file).
   """
   count = len(source) if max_files is None else min(max_files, len(source))
+  if count < 1:
+    raise ValueError(f'nothing to evaluate: the split has {len(source)} '
+                     f'file(s) and --max_files is {max_files}')
   ids, cleans, noisies, enhanced = [], [], [], []
   for i in range(count):
     example = source[i]
@@ -130,21 +133,45 @@ def evaluate_checkpoint(generator: enhance.Generator, source, *, results: str,
 def evaluate_folders(clean_dir: str, enhanced_dir: str, *,
                      results: str | None = None,
                      noisy_dir: str | None = None,
-                     num_workers: int | None = None) -> tuple[dict, str]:
-  """Scores files of ``enhanced_dir`` against equally named ``clean_dir`` files."""
-  pairs = pairs_lib.find_pairs(enhanced_dir, clean_dir)
-  ids, cleans, enhanced, noisies = [], [], [], []
+                     num_workers: int | None = None,
+                     skip_bad_files: bool = False) -> tuple[dict, str]:
+  """Scores files of ``enhanced_dir`` against equally named ``clean_dir`` files.
+
+  A file without its partner, unreadable or of another length stops the
+  evaluation with a ValueError naming it, or with ``skip_bad_files`` is
+  reported and left out.
+  """
+  pairs = pairs_lib.find_pairs(enhanced_dir, clean_dir, skip_bad_files,
+                               kinds=('enhanced', 'clean'))
+  ids, names, noisy_names = [], [], []
+  cleans, enhanced, noisies = [], [], []
   for pair in pairs:
-    clean = audio.read_mono_16k(pair.clean)
-    processed = audio.read_mono_16k(pair.noisy)
-    if processed.shape != clean.shape:
-      raise ValueError(f'{pair.noisy}: {processed.shape[0]} samples at 16 kHz '
-                       f'but {pair.clean} has {clean.shape[0]}')
+    try:
+      clean = audio.read_mono_16k(pair.clean)
+      processed = audio.read_mono_16k(pair.noisy)
+      if processed.shape != clean.shape:
+        raise pairs_lib.PairError(
+            f'{pair.noisy}: {processed.shape[0]} samples at 16 kHz but '
+            f'{pair.clean} has {clean.shape[0]}')
+      noisy = None
+      if noisy_dir:
+        noisy = audio.read_mono_16k(os.path.join(noisy_dir, pair.id))
+    except (audio.AudioError, pairs_lib.PairError) as e:
+      pairs_lib.report_or_raise([str(e)], skip_bad_files)
+      continue
     ids.append(pair.id)
+    # Metric errors name the enhanced file by its path, like read errors.
+    names.append(pair.noisy)
     cleans.append(clean)
     enhanced.append(processed)
     if noisy_dir:
-      noisies.append(audio.read_mono_16k(os.path.join(noisy_dir, pair.id)))
+      noisies.append(noisy)
+      noisy_names.append(os.path.join(noisy_dir, pair.id))
+  if not ids:
+    raise pairs_lib.PairError(f'{enhanced_dir}: no usable files to score')
+  systems = {'enhanced': _score(cleans, enhanced, names, num_workers)}
+  if noisy_dir:
+    systems['noisy'] = _score(cleans, noisies, noisy_names, num_workers)
   systems = {'enhanced': _score(cleans, enhanced, ids, num_workers)}
   if noisy_dir:
     systems['noisy'] = _score(cleans, noisies, ids, num_workers)

@@ -16,7 +16,7 @@ from absl import logging
 
 from segan_jax import audio
 
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
+AUDIO_EXTENSIONS = audio.AUDIO_EXTENSIONS
 
 
 class PairError(ValueError):
@@ -40,14 +40,20 @@ def _audio_files(folder: str) -> list[str]:
   found = []
   for root, _, files in os.walk(folder):
     for f in files:
-      if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith('.'):
+      if audio.is_audio_file_name(f):
         found.append(os.path.relpath(os.path.join(root, f), folder))
   return sorted(found)
 
 
 def find_pairs(noisy_dir: str, clean_dir: str,
-               skip_bad_files: bool = False) -> list[Pair]:
-  """Matches files of ``noisy_dir`` and ``clean_dir`` by relative name."""
+               skip_bad_files: bool = False,
+               kinds: tuple[str, str] = ('noisy', 'clean')) -> list[Pair]:
+  """Matches files of ``noisy_dir`` and ``clean_dir`` by relative name.
+
+  ``kinds`` names the two folders in messages (evaluation pairs enhanced
+  files with clean ones).
+  """
+  kind, clean_kind = kinds
   for folder in (noisy_dir, clean_dir):
     if not os.path.isdir(folder):
       raise PairError(f'{folder}: no such folder')
@@ -59,15 +65,15 @@ def find_pairs(noisy_dir: str, clean_dir: str,
       pairs.append(Pair(name, os.path.join(noisy_dir, name),
                         os.path.join(clean_dir, name), speaker_of(name)))
     else:
-      problems.append(f'{os.path.join(noisy_dir, name)}: no clean partner '
-                      f'{os.path.join(clean_dir, name)}')
+      problems.append(f'{os.path.join(noisy_dir, name)}: no {clean_kind} '
+                      f'partner {os.path.join(clean_dir, name)}')
   for name in sorted(clean - set(noisy)):
-    problems.append(f'{os.path.join(clean_dir, name)}: no noisy partner '
+    problems.append(f'{os.path.join(clean_dir, name)}: no {kind} partner '
                     f'{os.path.join(noisy_dir, name)}')
   report_or_raise(problems, skip_bad_files)
   if not pairs:
-    raise PairError(f'{noisy_dir}: no (noisy, clean) pairs with equal file '
-                    f'names in {noisy_dir} and {clean_dir}')
+    raise PairError(f'{noisy_dir}: no ({kind}, {clean_kind}) pairs with equal '
+                    f'file names in {noisy_dir} and {clean_dir}')
   return pairs
 
 

@@ -17,6 +17,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 
 import pathlib  # pylint: disable=g-import-not-at-top
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -31,3 +32,27 @@ def tiny_config():
                 checkpoint_every_epochs=1, log_every_steps=5,
                 validation_files=0,
                 parallelism='none')
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+  """A tiny model trained for 2 epochs (checkpoints at both), made once per
+  session for every test that restores a checkpoint; tests only read it."""
+  from segan_jax import train  # pylint: disable=g-import-not-at-top
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  config = Config(model_size='tiny', dataset_size=1, num_epochs=2,
+                  batch_size=8, vbn_reference_size=4,
+                  checkpoint_every_epochs=1, validation_files=0,
+                  parallelism='none')
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  result = train.train_and_evaluate(config, workdir)
+  return workdir, result
+
+
+def speechlike(rate, seconds, channels, seed=0):
+  """A voiced tone with a 3 Hz envelope plus a little noise, [T, channels]."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(rate * seconds)) / rate
+  x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+  x = x[:, None] + 0.02 * rng.standard_normal((t.size, channels))
+  return x.astype(np.float32)

@@ -8,28 +8,15 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+from conftest import speechlike  # pylint: disable=g-bad-import-order
 
 from segan_jax import checkpoints
 from segan_jax import enhance
 from segan_jax import evaluate
-from segan_jax import train
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f'shared speech data not found at {SHARED}')
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A tiny model trained for 2 epochs (checkpoints at both)."""
-  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
-  config = Config(model_size='tiny', dataset_size=1, num_epochs=2,
-                  batch_size=8, vbn_reference_size=4,
-                  checkpoint_every_epochs=1, validation_files=0,
-                  parallelism='none')
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  result = train.train_and_evaluate(config, workdir)
-  return workdir, result
 
 
 class IdentityEnhancer(enhance.Enhancer):
@@ -44,17 +31,9 @@ class IdentityEnhancer(enhance.Enhancer):
     return windows
 
 
-def _speechlike(rate, seconds, channels, seed=0):
-  rng = np.random.default_rng(seed)
-  t = np.arange(int(rate * seconds)) / rate
-  x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
-  x = x[:, None] + 0.02 * rng.standard_normal((t.size, channels))
-  return x.astype(np.float32)
-
-
 @pytest.mark.parametrize('overlap', [0.0, 0.5])
 def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
-  x = _speechlike(16000, 2.3, 1)  # not a whole number of windows
+  x = speechlike(16000, 2.3, 1)  # not a whole number of windows
   soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
   enhance.enhance_file(IdentityEnhancer(overlap=overlap),
                        str(tmp_path / 'in.wav'), str(tmp_path / 'out.wav'))
@@ -68,7 +47,7 @@ def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
     (22050, 1, 'PCM_U8')])
 def test_identity_round_trip_other_rates_within_resampler_error(
     tmp_path, rate, channels, subtype):
-  x = _speechlike(rate, 1.7, channels)
+  x = speechlike(rate, 1.7, channels)
   soundfile.write(tmp_path / 'in.wav', x, rate, subtype=subtype)
   stored, _ = soundfile.read(tmp_path / 'in.wav', dtype='float32',
                              always_2d=True)
@@ -100,7 +79,7 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
   assert restored.step == steps[-1] == result['step']
   in_memory = enhance.Generator(restored.config, result['g_state'].params,
                                 result['step'])
-  x = _speechlike(16000, 1.5, 1)[:, 0]
+  x = speechlike(16000, 1.5, 1)[:, 0]
   a = enhance.Enhancer(restored).enhance_signal(x)
   b = enhance.Enhancer(in_memory).enhance_signal(x)
   np.testing.assert_array_equal(a, b)
@@ -119,7 +98,7 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
 def test_output_independent_of_block_size_and_batch(trained, tmp_path):
   workdir, _ = trained
   generator = enhance.restore_generator(workdir)
-  x = _speechlike(48000, 3.0, 2)
+  x = speechlike(48000, 3.0, 2)
   soundfile.write(tmp_path / 'in.wav', x, 48000, subtype='FLOAT')
   for overlap in (0.0, 0.5):
     outputs = []
@@ -140,8 +119,8 @@ def test_folder_tree_is_kept_and_inputs_untouched(trained, tmp_path):
   workdir, _ = trained
   src = tmp_path / 'in'
   (src / 'a' / 'b').mkdir(parents=True)
-  soundfile.write(src / 'top.wav', _speechlike(16000, 0.5, 1), 16000)
-  soundfile.write(src / 'a' / 'b' / 'deep.flac', _speechlike(24000, 0.4, 2),
+  soundfile.write(src / 'top.wav', speechlike(16000, 0.5, 1), 16000)
+  soundfile.write(src / 'a' / 'b' / 'deep.flac', speechlike(24000, 0.4, 2),
                   24000)
   before = {p: p.read_bytes() for p in src.rglob('*') if p.is_file()}
   enhancer = enhance.Enhancer(enhance.restore_generator(workdir))

@@ -14,6 +14,17 @@ networks, then measures, after compilation / warm-up:
 JAX and PyTorch steps alternate within each repeat, so a change in machine
 load hits both; every figure is a median over --steps repeats. With --json
 the last line printed is one JSON object.
+
+  python -m segan_jax.bench --enhance_memory --model_size=demo --json
+
+instead shows that enhancing a file takes memory that does not grow with its
+length: for each of --enhance_minutes (default 1, 4, 16; add 60 for an hour,
+which needs about 700 MB of disk for the 48 kHz stereo file) a synthetic
+--enhance_rate / --enhance_channels 16-bit WAV is written to a temporary
+folder and enhanced by a fresh child process (random G weights of
+--model_size: memory does not depend on their values), which reports its
+peak resident set (VmHWM) after compiling on a 2 s file and after the long
+one. The growth between the two is the memory the file's length costs.
 """
 
 from __future__ import annotations
@@ -22,6 +33,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -63,6 +77,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "Conv forms in segan_jax.models.layers: 'auto' (fast forms per layer) "
       "or 'xla' (lax.conv_general_dilated / lax.conv_transpose everywhere, "
       'the implementation before issue 6).', **kw)
+  flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
+                    'enhancing long files instead of throughput.', **kw)
+  flags.DEFINE_list('enhance_minutes', ['1', '4', '16'],
+                    '--enhance_memory: file lengths in minutes.', **kw)
+  flags.DEFINE_integer('enhance_rate', 48000,
+                       '--enhance_memory: sample rate of the files.', **kw)
+  flags.DEFINE_integer('enhance_channels', 2,
+                       '--enhance_memory: channels of the files.', **kw)
 
 
 # --------------------------------------------------------------------- FLOPs
@@ -317,6 +339,87 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
   return result
 
 
+# ------------------------------------------------------ enhancement memory
+def write_long_file(path: str, minutes: float, rate: int, channels: int
+                    ) -> int:
+  """Speech-like 16-bit WAV of ``minutes``, written in blocks (the writer's
+  memory stays small too); returns its frames."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+  frames = int(round(minutes * 60 * rate))
+  rng = np.random.default_rng(0)
+  block = 10 * rate
+  with soundfile.SoundFile(path, 'w', samplerate=rate, channels=channels,
+                           subtype='PCM_16') as f:
+    for start in range(0, frames, block):
+      t = np.arange(start, min(start + block, frames)) / rate
+      x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+      x = x[:, None] / 2 + 0.02 * rng.standard_normal((t.size, channels))
+      f.write(x.astype(np.float32))
+  return frames
+
+
+def _peak_rss_mb() -> float:
+  """This process's peak resident set so far (VmHWM), MB."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError('no VmHWM in /proc/self/status')
+
+
+def _enhance_memory_child(path: str, model_size: str) -> None:
+  """Runs in a fresh process: compile on a short file, then the long one."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
+  config = Config(model_size=model_size, parallelism='none')
+  model = train_state.make_generator(config)
+  z = jnp.zeros((1,) + train_state.latent_shape(config))
+  params = jax.jit(model.init)(jax.random.key(0),
+                               jnp.zeros((1, config.window)), z)['params']
+  enhancer = enhance.Enhancer(enhance.Generator(config, params, 0))
+  info = soundfile.info(path)
+  with tempfile.TemporaryDirectory() as scratch:
+    warm = os.path.join(scratch, 'warm.wav')
+    write_long_file(warm, 2 / 60, info.samplerate, info.channels)
+    enhance.enhance_file(enhancer, warm, os.path.join(scratch, 'warm_out.wav'))
+    baseline = _peak_rss_mb()
+    start = time.perf_counter()
+    enhance.enhance_file(enhancer, path, os.path.join(scratch, 'out.wav'))
+    seconds = time.perf_counter() - start
+  print(json.dumps({'baseline_mb': baseline, 'peak_mb': _peak_rss_mb(),
+                    'enhance_s': seconds}), flush=True)
+
+
+def enhance_memory(minutes: Sequence[float], model_size: str = 'demo',
+                   rate: int = 48000, channels: int = 2,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Peak RSS of enhancing files of each length, one child process each."""
+  rows = []
+  for length in minutes:
+    with tempfile.TemporaryDirectory(prefix='segan_enhance_memory_') as tmp:
+      path = os.path.join(tmp, 'long.wav')
+      frames = write_long_file(path, float(length), rate, channels)
+      code = ('import sys; from segan_jax import bench; '
+              'bench._enhance_memory_child(sys.argv[1], sys.argv[2])')
+      result = subprocess.run([sys.executable, '-c', code, path, model_size],
+                              capture_output=True, text=True, check=False)
+      if result.returncode != 0:
+        raise RuntimeError(f'enhance memory child failed for {length} min: '
+                           f'{result.stderr[-2000:]}')
+      row = json.loads(result.stdout.strip().splitlines()[-1])
+    row.update(minutes=float(length), frames=frames,
+               file_mb=frames * channels * 2 / 2**20,
+               growth_mb=row['peak_mb'] - row['baseline_mb'])
+    rows.append(row)
+    log(f'{float(length):6.1f} min ({row["file_mb"]:7.1f} MB of 16-bit '
+        f'audio): peak RSS {row["peak_mb"]:7.1f} MB, {row["growth_mb"]:+6.1f} '
+        f'MB over the compiled model ({row["baseline_mb"]:.1f} MB), '
+        f'{row["enhance_s"]:.1f} s')
+  return {'model_size': model_size, 'rate': rate, 'channels': channels,
+          'enhance_memory': rows,
+          'cpu_model': _cpu_model(), 'versions': _versions()}
+
+
 def _fmt(x: float | None) -> str:
   return 'n/a' if x is None else f'{x:.2f}x'
 
@@ -326,6 +429,13 @@ def main(argv: Sequence[str],
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   fv = flag_values
+  if fv.enhance_memory:
+    result = enhance_memory([float(m) for m in fv.enhance_minutes],
+                            model_size=fv.model_size, rate=fv.enhance_rate,
+                            channels=fv.enhance_channels)
+    if fv.json:
+      print(json.dumps(result, default=_json_default), flush=True)
+    return
   result = run(model_size=fv.model_size, batch_size=fv.batch_size,
                steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
                layers_impl=fv.layers_impl, skip_train=fv.skip_train)

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 from flax import serialization
 
 from segan_jax.config import Config
@@ -94,6 +96,47 @@ class Checkpointer:
               for name, s in states.items()}
     rng = jax.random.wrap_key_data(np.asarray(restored['rng']))
     return states, rng, meta
+
+  def restore_latest_readable(self, states: dict[str, Any], rng: jax.Array,
+                              config: Config):
+    """``restore`` of the newest checkpoint that can be read.
+
+    A checkpoint that cannot be read (truncated or corrupted files, e.g. a
+    disk that filled up or a copy that was cut short) is reported, moved
+    aside to ``<workdir>/checkpoints_unreadable/`` (kept for inspection,
+    never deleted) and the one before it is tried. A checkpoint written for
+    another model is not "unreadable": that stops with CheckpointError.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        return self.restore(states, rng, config, step)
+      except CheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax, TensorStore and JSON report damage with many exception
+        # types; whatever it was, this checkpoint cannot be used.
+        reason = ' '.join(str(e).split())[:300] or type(e).__name__
+        self._move_aside(step, reason)
+    raise CheckpointError(f'no readable checkpoint left in {self.directory} '
+                          '(the unreadable ones are in '
+                          f'{self._unreadable_dir()})')
+
+  def _unreadable_dir(self) -> str:
+    return self.directory + '_unreadable'
+
+  def _move_aside(self, step: int, reason: str) -> None:
+    target = os.path.join(self._unreadable_dir(), str(step))
+    if jax.process_index() == 0:  # every process found it unreadable
+      os.makedirs(self._unreadable_dir(), exist_ok=True)
+      if os.path.exists(target):
+        target += f'.{len(os.listdir(self._unreadable_dir()))}'
+      os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
+    self.manager.reload()
+    logging.warning('Checkpoint %s/%d is unreadable (%s); moved it to %s and '
+                    'trying the one before.', self.directory, step, reason,
+                    target)
 
   def close(self) -> None:
     self.manager.close()

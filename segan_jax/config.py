@@ -19,6 +19,7 @@ MODEL_SIZES = {
 }
 
 PARALLELISM = ('auto', 'none', 'pmap', 'sharding')
+NAN_POLICIES = ('stop', 'skip_step')
 MODELS = ('segan', 'autoencoder', 'gan')
 RECONSTRUCTION_LOSSES = ('l1', 'l2')
 GAN_LOSSES = ('bce', 'lsgan')
@@ -63,6 +64,9 @@ class Config:
   # Files of the validation split enhanced and scored at each checkpoint.
   validation_files: int = 4
   parallelism: str = 'auto'
+  # What a non-finite loss or gradient does: stop (keeping the last good
+  # checkpoint) or skip_step (the update is dropped, training goes on).
+  nan_policy: str = 'stop'
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -80,6 +84,9 @@ class Config:
     if self.parallelism not in PARALLELISM:
       raise ValueError(f'unknown parallelism {self.parallelism!r}; known: '
                        f'{", ".join(PARALLELISM)}')
+    if self.nan_policy not in NAN_POLICIES:
+      raise ValueError(f'unknown nan_policy {self.nan_policy!r}; known: '
+                       f'{", ".join(NAN_POLICIES)}')
     for name in ('num_epochs', 'batch_size', 'checkpoint_every_epochs',
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:

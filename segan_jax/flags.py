@@ -127,3 +127,23 @@ def config_from_flags() -> config_lib.Config:
   else:
     values['encoder_features'] = None
   return config_lib.Config(**values)
+NAN_POLICY = flags.DEFINE_enum(
+    'nan_policy', _DEFAULT.nan_policy, list(config_lib.NAN_POLICIES),
+    'A non-finite loss or gradient: stop (naming the step and metric; the '
+    'last good checkpoint stays) or skip_step (drop that update, go on).')
+
+# Multi-host runs: every process gets the same flags but its own
+# --process_id. On Cloud TPU pods, SLURM or Open MPI, the defaults
+# (--distributed=auto) find these from the environment instead.
+DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'auto: jax.distributed.initialize when --coordinator_address is given or '
+    'a multi-host cluster (TPU pod, SLURM, Open MPI) is detected; on: always; '
+    'off: never.')
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None,
+    'Multi-host: host:port of process 0, reachable from every process.')
+NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                     'Multi-host: how many processes.')
+PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                  'Multi-host: this process, 0 … N-1.')

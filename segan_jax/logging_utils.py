@@ -115,12 +115,20 @@ def write_run_record(workdir: str, config_dict: dict[str, Any]) -> str:
 
 def training_summary(config, workdir: str, result: dict[str, Any]) -> str:
   """What a finished run left and the commands that use it, for stdout."""
+  import jax  # pylint: disable=g-import-not-at-top
   from segan_jax import checkpoints  # pylint: disable=g-import-not-at-top
   folder = checkpoints.checkpoint_dir(workdir)
   steps = sorted(int(s) for s in os.listdir(folder) if s.isdigit())
+  if result.get('preempted'):
+    head = (f'Preempted: saved a checkpoint at step {result["step"]} and '
+            'stopped; launch the same command again to continue.')
+  else:
+    head = (f'Trained {config.model} to step {result["step"]} '
+            f'(epoch {result["epoch"]}).')
   lines = [
-      f'Trained {config.model} to step {result["step"]} '
-      f'(epoch {result["epoch"]}).',
+      head,
+      f'  parameters:  sha256 {fingerprint(result["states"])[:16]} '
+      f'(process {jax.process_index()})',
       f'  checkpoints: {folder} (steps {", ".join(map(str, steps))})',
       f'  metrics:     {os.path.join(workdir, "metrics.jsonl")}; '
       f'tensorboard --logdir {workdir}',
@@ -132,3 +140,20 @@ def training_summary(config, workdir: str, result: dict[str, Any]) -> str:
     lines.append(f'  enhance:     python launch.py --mode=enhance '
                  f'--workdir={workdir} --input=NOISY --output=ENHANCED')
   return '\n'.join(lines)
+
+
+def fingerprint(states: dict[str, Any]) -> str:
+  """sha256 of every parameter's bytes: equal only for bit-identical runs.
+
+  Printed at the end of training by every process, so the processes of a
+  multi-host run (and a resumed run against an uninterrupted one) can be
+  compared at a glance.
+  """
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for name in sorted(states):
+    for leaf in jax.tree.leaves(states[name].params):
+      digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()

@@ -10,6 +10,7 @@ global batch (under ``jit`` + ``NamedSharding`` XLA inserts the reductions).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 import jax
@@ -21,8 +22,44 @@ PMAP_AXIS = 'batch'
 MESH_AXIS = 'data'
 
 
+def _cluster_detected() -> bool:
+  """A multi-host environment that ``jax.distributed.initialize()`` reads."""
+  env = os.environ
+  return (',' in env.get('TPU_WORKER_HOSTNAMES', '')
+          or int(env.get('SLURM_NTASKS', '1')) > 1
+          or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
+
+
+def initialize_distributed(mode: str = 'auto',
+                           coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins the processes of a multi-host run; returns whether it did.
+
+  Must run before anything touches a JAX backend. With an explicit
+  coordinator the three values come from flags; otherwise (Cloud TPU pods,
+  SLURM, Open MPI) JAX reads them from the environment. On CPU-only hosts the
+  cross-process collectives go through gloo.
+  """
+  if mode == 'off' or (mode == 'auto' and not coordinator_address
+                       and not _cluster_detected()):
+    return False
+  if coordinator_address and (num_processes is None or process_id is None):
+    raise ValueError('--coordinator_address needs --num_processes and '
+                     '--process_id')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id)
+  return True
+
+
 def resolve(parallelism: str, num_devices: int | None = None) -> str:
   """'auto' means pmap on several devices (the issue's default), else none."""
+  if parallelism == 'none' and jax.process_count() > 1:
+    raise ValueError(f'parallelism=none trains on one device, but this run '
+                     f'has {jax.process_count()} processes; use auto, pmap or '
+                     'sharding')
   if parallelism != 'auto':
     return parallelism
   num_devices = jax.device_count() if num_devices is None else num_devices
@@ -39,9 +76,9 @@ class Strategy:
     if global_batch_size % count:
       raise ValueError(f'batch_size {global_batch_size} is not divisible by the '
                        f'{count} devices of parallelism={self.name}')
-    if global_batch_size % jax.process_count():
+    if global_batch_size % self.num_processes:
       raise ValueError(f'batch_size {global_batch_size} is not divisible by the '
-                       f'{jax.process_count()} processes')
+                       f'{self.num_processes} processes')
     self.global_batch_size = global_batch_size
 
   @property
@@ -49,9 +86,14 @@ class Strategy:
     return 1
 
   @property
+  def num_processes(self) -> int:
+    """Processes that feed this strategy's devices (1: this one alone)."""
+    return 1
+
+  @property
   def local_batch_size(self) -> int:
     """Examples this process feeds per step."""
-    return self.global_batch_size // jax.process_count()
+    return self.global_batch_size // self.num_processes
 
   def compile(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
     """step_fn(states, batch, rng, *, axis_name) -> (states, metrics)."""
@@ -80,6 +122,10 @@ class PmapStrategy(Strategy):
   @property
   def num_devices(self) -> int:
     return jax.device_count()
+
+  @property
+  def num_processes(self) -> int:
+    return jax.process_count()
 
   def compile(self, step_fn):
     return jax.pmap(functools.partial(step_fn, axis_name=PMAP_AXIS),
@@ -111,15 +157,22 @@ class ShardingStrategy(Strategy):
 
   name = 'sharding'
 
-  def __init__(self, global_batch_size: int):
+  def __init__(self, global_batch_size: int, devices=None):
+    # devices=jax.local_devices() gives a process its own mesh, e.g. for
+    # enhancement on process 0 alone in a multi-host run.
+    self.devices = jax.devices() if devices is None else list(devices)
     super().__init__(global_batch_size)
-    self.mesh = Mesh(np.asarray(jax.devices()), (MESH_AXIS,))
+    self.mesh = Mesh(np.asarray(self.devices), (MESH_AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(MESH_AXIS))
 
   @property
   def num_devices(self) -> int:
-    return jax.device_count()
+    return len(self.devices)
+
+  @property
+  def num_processes(self) -> int:
+    return len({d.process_index for d in self.devices})
 
   def compile(self, step_fn):
     return jax.jit(functools.partial(step_fn, axis_name=None),

@@ -22,6 +22,7 @@ from segan_jax import input_pipeline
 from segan_jax import logging_utils
 from segan_jax import losses
 from segan_jax import parallel
+from segan_jax import preemption as preemption_lib
 from segan_jax import train_state
 from segan_jax.config import Config
 from segan_jax.models import make_pair, sample_latent
@@ -185,22 +186,49 @@ def gan_step(states, batch, rng, *, latent_dim: int, gan_loss: str,
 def make_train_step(config: Config):
   """The step of ``config.model``: step(states, batch, rng, *, axis_name)."""
   if config.model == 'autoencoder':
-    return functools.partial(autoencoder_step,
-                             reconstruction=config.reconstruction_loss)
-  if config.model == 'gan':
-    return functools.partial(gan_step, latent_dim=config.latent_dim,
-                             gan_loss=config.gan_loss)
-  return functools.partial(
-      segan_step, l1_weight=config.l1_weight,
-      latent_shape=train_state.latent_shape(config) if config.use_z else None)
+    step_fn = functools.partial(autoencoder_step,
+                                reconstruction=config.reconstruction_loss)
+  elif config.model == 'gan':
+    step_fn = functools.partial(gan_step, latent_dim=config.latent_dim,
+                                gan_loss=config.gan_loss)
+  else:
+    step_fn = functools.partial(
+        segan_step, l1_weight=config.l1_weight,
+        latent_shape=(train_state.latent_shape(config) if config.use_z
+                      else None))
+  if config.nan_policy == 'skip_step':
+    return skip_nonfinite_updates(step_fn)
+  return step_fn
+
+
+def skip_nonfinite_updates(step_fn):
+  """Wraps a step so that an update with a non-finite metric is dropped.
+
+  Losses and gradient norms are among the metrics, so a NaN or Inf anywhere
+  in the forward or backward pass shows in them. Under pmap the metrics are
+  already averaged over replicas, so every replica takes the same decision.
+  The metric ``skipped`` is 1 for a dropped update.
+  """
+
+  def step(states, batch, rng, *, axis_name=None):
+    new_states, metrics = step_fn(states, batch, rng, axis_name=axis_name)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
+                                for v in metrics.values()]))
+    new_states = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                              new_states, states)
+    return new_states, {**metrics,
+                        'skipped': 1.0 - finite.astype(jnp.float32)}
+
+  return step
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) a run in ``workdir``; returns the final host states.
 
   The returned dict holds ``states`` (``{'g': ..., 'd': ...}``, host numpy;
-  also as ``g_state`` and ``d_state``), ``step``, ``epoch`` and ``history``
-  (the metrics logged in this invocation).
+  also as ``g_state`` and ``d_state``), ``step``, ``epoch``, ``history``
+  (the metrics logged in this invocation) and ``preempted`` (True when a
+  SIGTERM stopped the run early, after saving a checkpoint at ``step``).
   """
   strategy = parallel.make_strategy(config.parallelism, config.batch_size)
   data = input_pipeline.load_train_windows(config)
@@ -218,7 +246,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   start_step = 0
   if checkpointer.latest_step() is not None:
-    states, train_rng, meta = checkpointer.restore(
+    states, train_rng, meta = checkpointer.restore_latest_readable(
         jax.device_get(states), train_rng, config)
     start_step = int(meta['step'])
     logging.info('Resumed from %s/%d (epoch %d).', checkpointer.directory,
@@ -239,51 +267,81 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   on_checkpoint = make_checkpoint_hook(config, workdir, writer)
   logging_utils.write_run_record(workdir, config.to_dict())
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       disable=not sys.stderr.isatty(), dynamic_ncols=True)
+                       disable=not (sys.stderr.isatty()
+                                    and jax.process_index() == 0),
+                       dynamic_ncols=True)
+  preemption = preemption_lib.PreemptionWatcher()
   host_batches = input_pipeline.batches(data, schedule, start_step,
                                         total_steps)
-  for step in range(start_step, total_steps):
-    batch = strategy.put_batch(next(host_batches))
-    states, metrics = step_fn(states, batch, train_rng)
-    done = step + 1
-    progress.update(1)
-    epoch, in_epoch = divmod(done, schedule.steps_per_epoch)
-    if done % config.log_every_steps == 0 or done == total_steps:
-      # The only host sync of the loop: every log_every_steps steps.
-      host_metrics = strategy.get_metrics(metrics)
-      elapsed = time.perf_counter() - window_start
-      host_metrics['examples_per_second'] = (
-          config.log_every_steps * config.batch_size / elapsed)
-      # Constant (RMSprop, no schedule) but logged so curves of runs with
-      # different --learning_rate are told apart in TensorBoard.
-      host_metrics['learning_rate'] = config.learning_rate
-      window_start = time.perf_counter()
-      _check_finite(host_metrics, done)
-      history.append({'step': done, **host_metrics})
-      writer.write(done, host_metrics)
-      progress.set_postfix(epoch=f'{done / schedule.steps_per_epoch:.2f}',
-                           refresh=False)
-      logging.info('step %d (epoch %.2f): %s', done,
-                   done / schedule.steps_per_epoch,
-                   ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
-    if in_epoch == 0 and (epoch % config.checkpoint_every_epochs == 0
-                          or done == total_steps):
-      host_states = strategy.get_state(states)
-      checkpointer.save(done, host_states, train_rng, epoch, config)
-      logging.info('Saved checkpoint for epoch %d at %s/%d.', epoch,
-                   checkpointer.directory, done)
-      if on_checkpoint is not None:
-        checkpoint_metrics = on_checkpoint(host_states['g'].params, done)
-        history.append({'step': done, **checkpoint_metrics})
-        writer.write(done, checkpoint_metrics)
-  progress.close()
-  writer.close()
-  checkpointer.wait()
-  checkpointer.close()
+  # Metrics of the steps since the last host sync, fetched together then: the
+  # loop never waits for the devices in between.
+  pending = []
+  done = start_step
+  preempted = False
+  try:
+    for step in range(start_step, total_steps):
+      batch = strategy.put_batch(next(host_batches))
+      states, metrics = step_fn(states, batch, train_rng)
+      done = step + 1
+      pending.append((done, metrics))
+      progress.update(1)
+      epoch, in_epoch = divmod(done, schedule.steps_per_epoch)
+      log_now = done % config.log_every_steps == 0 or done == total_steps
+      save_now = in_epoch == 0 and (epoch % config.checkpoint_every_epochs == 0
+                                    or done == total_steps)
+      preempted = preemption.should_stop(sync=log_now)
+      if not (log_now or save_now or preempted):
+        continue
+      # Every step's metrics are checked, so a divergence is caught at the
+      # step where it happened and never reaches a checkpoint.
+      window = [(s, strategy.get_metrics(m)) for s, m in pending]
+      pending = []
+      skipped = _check_finite(window, config.nan_policy, checkpointer)
+      if log_now:
+        host_metrics = dict(window[-1][1])
+        elapsed = time.perf_counter() - window_start
+        host_metrics['examples_per_second'] = (
+            len(window) * config.batch_size / elapsed)
+        # Constant (RMSprop, no schedule) but logged so curves of runs with
+        # different --learning_rate are told apart in TensorBoard.
+        host_metrics['learning_rate'] = config.learning_rate
+        if config.nan_policy == 'skip_step':
+          host_metrics['skipped'] = float(skipped)
+        window_start = time.perf_counter()
+        history.append({'step': done, **host_metrics})
+        writer.write(done, host_metrics)
+        progress.set_postfix(epoch=f'{done / schedule.steps_per_epoch:.2f}',
+                             refresh=False)
+        logging.info('step %d (epoch %.2f): %s', done,
+                     done / schedule.steps_per_epoch,
+                     ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))
+      if save_now or preempted:
+        host_states = strategy.get_state(states)
+        checkpointer.save(done, host_states, train_rng, epoch, config)
+        logging.info('Saved checkpoint for epoch %.4g at %s/%d.',
+                     done / schedule.steps_per_epoch, checkpointer.directory,
+                     done)
+        if save_now and on_checkpoint is not None:
+          checkpoint_metrics = on_checkpoint(host_states['g'].params, done)
+          history.append({'step': done, **checkpoint_metrics})
+          writer.write(done, checkpoint_metrics)
+      if preempted:
+        logging.warning('Preempted: stopped at step %d after saving its '
+                        'checkpoint; relaunch the same command to continue.',
+                        done)
+        break
+  finally:
+    # Whatever stops the loop, a checkpoint being written is finished.
+    preemption.close()
+    progress.close()
+    writer.close()
+    checkpointer.wait()
+    checkpointer.close()
   host_states = strategy.get_state(states)
   return {'states': host_states, 'g_state': host_states['g'],
-          'd_state': host_states.get('d'), 'step': total_steps,
-          'epoch': config.num_epochs, 'history': history}
+          'd_state': host_states.get('d'), 'step': done,
+          'epoch': done // schedule.steps_per_epoch, 'history': history,
+          'preempted': preempted}
 
 
 def make_checkpoint_hook(config: Config, workdir: str,
@@ -297,11 +355,27 @@ def make_checkpoint_hook(config: Config, workdir: str,
   return make_validator(config, workdir, writer)
 
 
-def _check_finite(metrics: dict[str, float], step: int) -> None:
-  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(
-        f'training diverged at step {step}: {", ".join(bad)} not finite')
+def _check_finite(window: list[tuple[int, dict[str, float]]],
+                  nan_policy: str,
+                  checkpointer: checkpoints.Checkpointer) -> int:
+  """Stops at the first step with a non-finite metric (policy ``stop``);
+  returns the number of dropped updates in the window (``skip_step``)."""
+  if nan_policy == 'skip_step':
+    skipped = int(sum(m['skipped'] for _, m in window))
+    if skipped:
+      logging.warning('Skipped %d update(s) with non-finite metrics among '
+                      'steps %d-%d.', skipped, window[0][0], window[-1][0])
+    return skipped
+  for step, metrics in window:
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+      latest = checkpointer.latest_step()
+      kept = (f'the last good checkpoint is {checkpointer.directory}/{latest}'
+              if latest is not None else 'no checkpoint was written yet')
+      raise FloatingPointError(
+          f'training diverged at step {step}: {", ".join(bad)} not finite; '
+          f'{kept} (--nan_policy=skip_step drops such updates instead)')
+  return 0
 
 
 # Validation examples shown as audio and spectrograms at each checkpoint.

@@ -78,15 +78,17 @@ class Enhancer:
     config = generator.config
     self.config = config
     self.window = config.window
-    if batch_size < 1 or batch_size % jax.device_count():
+    if batch_size < 1 or batch_size % jax.local_device_count():
       raise ValueError(f'--enhance_batch_size must be a positive multiple of '
-                       f'the {jax.device_count()} device(s), got {batch_size}')
+                       f'the {jax.local_device_count()} device(s), got '
+                       f'{batch_size}')
     if overlap not in (0.0, 0.5):
       raise ValueError(f'overlap must be 0 (the paper) or 0.5, got {overlap}')
     self.hop = self.window if overlap == 0.0 else self.window // 2
-    # Windows are batched onto all devices: the batch is split over a 1-D
-    # device mesh (one device is a mesh of one).
-    self.strategy = parallel.ShardingStrategy(batch_size)
+    # Windows are batched onto this process's devices: the batch is split
+    # over a 1-D mesh of them (one device is a mesh of one). Local, so that
+    # process 0 of a multi-host run can validate alone.
+    self.strategy = parallel.ShardingStrategy(batch_size, jax.local_devices())
     self.batch_size = batch_size
     self.rng = jax.random.key(seed)
     model = train_state.make_generator(config)

@@ -195,6 +195,8 @@ def test_two_processes_train_as_one_and_stop_together(tmp_path):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
   processes = [subprocess.Popen(
       [sys.executable, 'launch.py', *RUN, f'--workdir={workdir}',
+       # Process 0 validates alone at the checkpoint of epoch 1.
+       '--validation_files=1',
        f'--coordinator_address={address}', '--num_processes=2',
        f'--process_id={i}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -205,6 +207,7 @@ def test_two_processes_train_as_one_and_stop_together(tmp_path):
     assert process.returncode == 0, stderr[-3000:]
     assert 'Preempted: saved a checkpoint at step' in stdout
   assert 'parallelism=pmap on 2 device(s)' in outputs[0][1]
+  assert (workdir / 'validation' / f'step_{STEPS_PER_EPOCH}.json').is_file()
   # Both processes end with the same parameters, and wrote one checkpoint
   # per save: the first epoch's and the preemption's, mid-epoch 2.
   assert '(process 0)' in outputs[0][0] and '(process 1)' in outputs[1][0]

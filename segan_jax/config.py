@@ -69,24 +69,15 @@ class Config:
   nan_policy: str = 'stop'
 
   def __post_init__(self):
-    if self.model not in MODELS:
-      raise ValueError(f'unknown model {self.model!r}; known: {", ".join(MODELS)}')
-    if self.model_size not in MODEL_SIZES:
-      raise ValueError(f'unknown model_size {self.model_size!r}; known: '
-                       f'{", ".join(MODEL_SIZES)}')
-    if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
-      raise ValueError(f'unknown reconstruction_loss '
-                       f'{self.reconstruction_loss!r}; known: l1, l2')
-    if self.gan_loss not in GAN_LOSSES:
-      raise ValueError(f'unknown gan_loss {self.gan_loss!r}; known: bce, lsgan')
+    for name, known in (('model', MODELS), ('model_size', MODEL_SIZES),
+                        ('reconstruction_loss', RECONSTRUCTION_LOSSES),
+                        ('gan_loss', GAN_LOSSES), ('parallelism', PARALLELISM),
+                        ('nan_policy', NAN_POLICIES)):
+      if getattr(self, name) not in known:
+        raise ValueError(f'unknown {name} {getattr(self, name)!r}; known: '
+                         f'{", ".join(known)}')
     if self.model == 'autoencoder':
       object.__setattr__(self, 'use_z', False)
-    if self.parallelism not in PARALLELISM:
-      raise ValueError(f'unknown parallelism {self.parallelism!r}; known: '
-                       f'{", ".join(PARALLELISM)}')
-    if self.nan_policy not in NAN_POLICIES:
-      raise ValueError(f'unknown nan_policy {self.nan_policy!r}; known: '
-                       f'{", ".join(NAN_POLICIES)}')
     for name in ('num_epochs', 'batch_size', 'checkpoint_every_epochs',
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:

@@ -47,6 +47,13 @@ def start(workdir):
       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def start_and_wait_for_step(workdir, step):
+  """A run of RUN in a subprocess, once it has logged ``step``."""
+  process = start(workdir)
+  wait_for_step(process, workdir, step)
+  return process
+
+
 def wait_for_step(process, workdir, step):
   deadline = time.monotonic() + 300
   while last_logged_step(workdir) < step:
@@ -68,8 +75,7 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(uninterrupted,
                                                           tmp_path):
   workdir = tmp_path / 'run'
-  process = start(workdir)
-  wait_for_step(process, workdir, STEPS_PER_EPOCH + 6)
+  process = start_and_wait_for_step(workdir, STEPS_PER_EPOCH + 6)
   # Frozen first, so the kill point read here is where it really dies.
   process.send_signal(signal.SIGSTOP)
   killed_at = last_logged_step(workdir)
@@ -87,8 +93,7 @@ def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(uninterrupted,
 def test_sigterm_saves_at_the_next_step_and_relaunch_continues(uninterrupted,
                                                                tmp_path):
   workdir = tmp_path / 'run'
-  process = start(workdir)
-  wait_for_step(process, workdir, STEPS_PER_EPOCH + 6)
+  process = start_and_wait_for_step(workdir, STEPS_PER_EPOCH + 6)
   process.send_signal(signal.SIGTERM)
   stdout, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-3000:]

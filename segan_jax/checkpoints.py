@@ -10,6 +10,7 @@ mid-save never leaves a checkpoint that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -28,6 +29,10 @@ class CheckpointError(Exception):
   """A checkpoint is missing or does not fit the run (one-line message)."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+  """A checkpoint's files are damaged (truncated, corrupted, missing)."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
@@ -35,10 +40,14 @@ def checkpoint_dir(workdir: str) -> str:
 class Checkpointer:
   """Saves and restores ``({'g': ..., 'd': ...}, rng)`` with their metadata."""
 
-  def __init__(self, workdir: str, keep: int = 0):
+  def __init__(self, workdir: str, keep: int = 0, create: bool = True):
+    """``create=False`` (enhance, evaluate) only reads: a workdir without
+    checkpoints is an error, not a new empty folder."""
     self.directory = checkpoint_dir(workdir)
+    if not create and not os.path.isdir(self.directory):
+      raise CheckpointError(f'no checkpoint in {self.directory}')
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep or None, create=True)
+        max_to_keep=keep or None, create=create)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=('state', 'meta'))
 
@@ -72,9 +81,24 @@ class Checkpointer:
     return step
 
   def read_meta(self, step: int) -> dict[str, Any]:
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return restored['meta']
+    with self._reading(step):
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      return restored['meta']
+
+  @contextlib.contextmanager
+  def _reading(self, step: int):
+    """Turns any failure to read checkpoint ``step`` into one error type."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax, TensorStore and JSON report damage with many exception types;
+      # whatever it was, this checkpoint cannot be used.
+      reason = ' '.join(str(e).split())[:300] or type(e).__name__
+      raise UnreadableCheckpointError(
+          f'checkpoint {self.directory}/{step} is unreadable: {reason}') from e
 
   def restore(self, states: dict[str, Any], rng: jax.Array, config: Config,
               step: int | None = None):
@@ -90,36 +114,42 @@ class Checkpointer:
       raise CheckpointError(
           f'checkpoint {self.directory}/{step} was written for model '
           f'{saved}, but this run builds {config.model_signature()}')
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_state_tree(states, rng))))['state']
+    with self._reading(step):
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_state_tree(states, rng))))['state']
     states = {name: serialization.from_state_dict(s, restored[name])
               for name, s in states.items()}
     rng = jax.random.wrap_key_data(np.asarray(restored['rng']))
     return states, rng, meta
 
-  def restore_latest_readable(self, states: dict[str, Any], rng: jax.Array,
-                              config: Config):
-    """``restore`` of the newest checkpoint that can be read.
+  def newest_readable(self, load, move_aside: bool):
+    """``load(step)`` of the newest checkpoint that can be read.
 
     A checkpoint that cannot be read (truncated or corrupted files, e.g. a
-    disk that filled up or a copy that was cut short) is reported, moved
-    aside to ``<workdir>/checkpoints_unreadable/`` (kept for inspection,
-    never deleted) and the one before it is tried. A checkpoint written for
-    another model is not "unreadable": that stops with CheckpointError.
+    disk that filled up or a copy that was cut short) is reported and the
+    one before it is tried. With ``move_aside`` (training, which will write
+    that step again) it is moved to ``<workdir>/checkpoints_unreadable/``,
+    kept for inspection, never deleted. A checkpoint written for another
+    model is not "unreadable": that stops with CheckpointError.
     """
+    self.resolve_step()  # CheckpointError when there is none at all
     for step in reversed(self.all_steps()):
       try:
-        return self.restore(states, rng, config, step)
-      except CheckpointError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        # Orbax, TensorStore and JSON report damage with many exception
-        # types; whatever it was, this checkpoint cannot be used.
-        reason = ' '.join(str(e).split())[:300] or type(e).__name__
-        self._move_aside(step, reason)
-    raise CheckpointError(f'no readable checkpoint left in {self.directory} '
-                          '(the unreadable ones are in '
-                          f'{self._unreadable_dir()})')
+        return load(step)
+      except UnreadableCheckpointError as e:
+        if move_aside:
+          self._move_aside(step, str(e))
+        else:
+          logging.warning('%s; trying the one before.', e)
+    raise CheckpointError(f'no readable checkpoint left in {self.directory}' +
+                          (f' (the unreadable ones are in '
+                           f'{self._unreadable_dir()})' if move_aside else ''))
+
+  def restore_latest_readable(self, states: dict[str, Any], rng: jax.Array,
+                              config: Config):
+    """``restore`` of the newest readable checkpoint, for resuming."""
+    return self.newest_readable(
+        lambda step: self.restore(states, rng, config, step), move_aside=True)
 
   def _unreadable_dir(self) -> str:
     return self.directory + '_unreadable'
@@ -134,8 +164,7 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
     self.manager.reload()
-    logging.warning('Checkpoint %s/%d is unreadable (%s); moved it to %s and '
-                    'trying the one before.', self.directory, step, reason,
+    logging.warning('%s; moved it to %s and trying the one before.', reason,
                     target)
 
   def close(self) -> None:

@@ -56,18 +56,27 @@ def restore_generator(workdir: str, step: int | None = None) -> Generator:
   The model is rebuilt from the config saved in the checkpoint, so no model
   flags are needed.
   """
-  ckpt = checkpoints.Checkpointer(workdir)
-  step = ckpt.resolve_step(step)
-  config = checkpoints.config_from_meta(ckpt.read_meta(step))
-  if config.model == 'gan':
-    raise checkpoints.CheckpointError(
-        f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
-        'than enhances; use a segan or autoencoder run')
-  template = jax.device_get(jax.eval_shape(
-      lambda: train_state.create_states(config, jax.random.key(0))))
-  states, _, _ = ckpt.restore(template, jax.random.key(0), config, step=step)
-  ckpt.close()
-  return Generator(config, states['g'].params, step)
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+
+  def load(step):
+    config = checkpoints.config_from_meta(ckpt.read_meta(step))
+    if config.model == 'gan':
+      raise checkpoints.CheckpointError(
+          f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
+          'than enhances; use a segan or autoencoder run')
+    template = jax.device_get(jax.eval_shape(
+        lambda: train_state.create_states(config, jax.random.key(0))))
+    states, _, _ = ckpt.restore(template, jax.random.key(0), config,
+                                step=step)
+    return Generator(config, states['g'].params, step)
+
+  try:
+    if step is not None:
+      return load(ckpt.resolve_step(step))
+    # The latest, or the newest one before it that can be read.
+    return ckpt.newest_readable(load, move_aside=False)
+  finally:
+    ckpt.close()
 
 
 class Enhancer:

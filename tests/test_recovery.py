@@ -122,10 +122,19 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
       f.truncate(path.stat().st_size // 2)
   # And a save that a kill interrupted: Orbax's temporary folder.
   (workdir / 'checkpoints' / '136.orbax-checkpoint-tmp-1').mkdir()
+  # Enhancing only reads: it uses the newest readable checkpoint, touches
+  # nothing, and names the damage when asked for that step.
+  from segan_jax import checkpoints, enhance  # pylint: disable=g-import-not-at-top
+  assert enhance.restore_generator(str(workdir)).step == 68
+  assert newest.is_dir()
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'checkpoint \S+/102 is unreadable: '):
+    enhance.restore_generator(str(workdir), 102)
   again = launch(*RUN, f'--workdir={workdir}')
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'Traceback' not in again.stderr
-  assert re.search(r'Checkpoint \S+/102 is unreadable', again.stderr)
+  assert re.search(r'checkpoint \S+/102 is unreadable: .*; moved it to',
+                   again.stderr)
   assert f'Resumed from {workdir}/checkpoints/68' in again.stderr
   # Kept for inspection, never deleted; the retrained step 102 is the same.
   assert (workdir / 'checkpoints_unreadable' / '102').is_dir()

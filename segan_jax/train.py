@@ -276,7 +276,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   # Metrics of the steps since the last host sync, fetched together then: the
   # loop never waits for the devices in between.
   pending = []
-  done = start_step
+  done = last_logged = start_step
   preempted = False
   try:
     for step in range(start_step, total_steps):
@@ -301,7 +301,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         host_metrics = dict(window[-1][1])
         elapsed = time.perf_counter() - window_start
         host_metrics['examples_per_second'] = (
-            len(window) * config.batch_size / elapsed)
+            (done - last_logged) * config.batch_size / elapsed)
+        last_logged = done
         # Constant (RMSprop, no schedule) but logged so curves of runs with
         # different --learning_rate are told apart in TensorBoard.
         host_metrics['learning_rate'] = config.learning_rate

@@ -139,7 +139,8 @@ def count_flops(config: Config, batch_size: int = 1) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------- timing
-def _median_seconds(fn: Callable[[], Any]) -> float:
+def _seconds(fn: Callable[[], Any]) -> float:
+  """Wall seconds of one call."""
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
@@ -246,14 +247,14 @@ def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
 def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
              steps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
   """First-call seconds of each, then interleaved timed repeats."""
-  first = {name: _median_seconds(fn) for name, fn in workloads.items()}
+  first = {name: _seconds(fn) for name, fn in workloads.items()}
   for _ in range(warmup):
     for fn in workloads.values():
       fn()
   times = {name: [] for name in workloads}
   for _ in range(steps):
     for name, fn in workloads.items():
-      times[name].append(_median_seconds(fn))
+      times[name].append(_seconds(fn))
   return first, times
 
 

@@ -39,7 +39,7 @@ IMPLS = ('auto', 'xla', 'im2col', 'phases', 'polyphase', 'taps')
 # XLA:CPU's convolution (and its gradient) leaves its fast path on short
 # signals: seconds instead of milliseconds for SEGAN's 8-32-sample layers (see
 # BENCHMARKS.md). At or below these lengths 'auto' uses matmul forms.
-IM2COL_MAX_OUT_LENGTH = 16      # Conv1D: output length.
+IM2COL_MAX_OUT_LENGTH = 32      # Conv1D: output length.
 TAPS_MAX_IN_LENGTH = 32         # ConvTranspose1D: input length.
 
 _default_impl = 'auto'

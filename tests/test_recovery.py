@@ -62,6 +62,17 @@ def wait_for_step(process, workdir, step):
     time.sleep(0.005)
 
 
+def assert_relaunch_resumes_bit_identically(workdir, step, uninterrupted):
+  """The same command again resumes from ``step`` and ends with the
+  uninterrupted run's parameters, bit for bit."""
+  again = launch(*RUN, f'--workdir={workdir}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Traceback' not in again.stderr
+  assert f'Resumed from {workdir}/checkpoints/{step}' in again.stderr
+  assert fingerprint(again.stdout) == uninterrupted[1]
+  return again
+
+
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('uninterrupted')
@@ -83,10 +94,8 @@ def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(uninterrupted,
   process.communicate()
   assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH  # inside epoch 2
   assert checkpoint_steps(workdir) == [STEPS_PER_EPOCH]
-  again = launch(*RUN, f'--workdir={workdir}')
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f'Resumed from {workdir}/checkpoints/{STEPS_PER_EPOCH}' in again.stderr
-  assert fingerprint(again.stdout) == uninterrupted[1]
+  assert_relaunch_resumes_bit_identically(workdir, STEPS_PER_EPOCH,
+                                          uninterrupted)
 
 
 @pytest.mark.slow
@@ -101,10 +110,7 @@ def test_sigterm_saves_at_the_next_step_and_relaunch_continues(uninterrupted,
   assert 'Preempted: saved a checkpoint at step' in stdout
   saved = checkpoint_steps(workdir)[-1]
   assert STEPS_PER_EPOCH < saved < 2 * STEPS_PER_EPOCH, saved  # mid-epoch
-  again = launch(*RUN, f'--workdir={workdir}')
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f'Resumed from {workdir}/checkpoints/{saved}' in again.stderr
-  assert fingerprint(again.stdout) == uninterrupted[1]
+  assert_relaunch_resumes_bit_identically(workdir, saved, uninterrupted)
 
 
 @pytest.mark.slow
@@ -130,16 +136,12 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
   with pytest.raises(checkpoints.CheckpointError,
                      match=r'checkpoint \S+/102 is unreadable: '):
     enhance.restore_generator(str(workdir), 102)
-  again = launch(*RUN, f'--workdir={workdir}')
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert 'Traceback' not in again.stderr
+  again = assert_relaunch_resumes_bit_identically(workdir, 68, uninterrupted)
   assert re.search(r'checkpoint \S+/102 is unreadable: .*; moved it to',
                    again.stderr)
-  assert f'Resumed from {workdir}/checkpoints/68' in again.stderr
-  # Kept for inspection, never deleted; the retrained step 102 is the same.
+  # Kept for inspection, never deleted; step 102 is written again.
   assert (workdir / 'checkpoints_unreadable' / '102').is_dir()
   assert checkpoint_steps(workdir) == [34, 68, 102]
-  assert fingerprint(again.stdout) == uninterrupted[1]
 
 
 def nan_batches_at(monkeypatch, bad_step):

@@ -311,8 +311,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         window_start = time.perf_counter()
         history.append({'step': done, **host_metrics})
         writer.write(done, host_metrics)
-        progress.set_postfix(epoch=f'{done / schedule.steps_per_epoch:.2f}',
-                             refresh=False)
+        progress.set_postfix(
+            epoch=f'{done / schedule.steps_per_epoch:.2f}',
+            examples_per_s=f'{host_metrics["examples_per_second"]:.1f}',
+            refresh=False)
         logging.info('step %d (epoch %.2f): %s', done,
                      done / schedule.steps_per_epoch,
                      ', '.join(f'{k}={v:.4g}' for k, v in host_metrics.items()))

@@ -7,6 +7,7 @@ the end with the one of an uninterrupted run of the same command.
 """
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -24,6 +25,9 @@ from test_launch import REPO, TINY, checkpoint_steps, launch
 # after each, metrics every step so the test can tell where the run is.
 RUN = TINY + ['--dataset_size=4', '--num_epochs=3', '--log_every_steps=1']
 STEPS_PER_EPOCH = 34
+# Where in epoch 2 the kill and the SIGTERM land: a fresh draw each session
+# (every point must survive), shown in the failure message if one does not.
+KILL_STEP = random.Random().randint(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH + 12)
 
 
 def fingerprint(stdout):
@@ -48,18 +52,25 @@ def start(workdir):
 
 
 def start_and_wait_for_step(workdir, step):
-  """A run of RUN in a subprocess, once it has logged ``step``."""
+  """A run of RUN in a subprocess, once it has logged ``step`` and the
+  checkpoint of epoch 1 is complete (Orbax writes it in the background
+  while training goes on; a kill before it commits leaves no checkpoint)."""
   process = start(workdir)
   wait_for_step(process, workdir, step)
+  wait_until(process, lambda: STEPS_PER_EPOCH in checkpoint_steps(workdir))
   return process
 
 
-def wait_for_step(process, workdir, step):
+def wait_until(process, condition):
   deadline = time.monotonic() + 300
-  while last_logged_step(workdir) < step:
+  while not condition():
     assert process.poll() is None, process.communicate()
     assert time.monotonic() < deadline
     time.sleep(0.005)
+
+
+def wait_for_step(process, workdir, step):
+  wait_until(process, lambda: last_logged_step(workdir) >= step)
 
 
 def assert_relaunch_resumes_bit_identically(workdir, step, uninterrupted):
@@ -86,13 +97,14 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(uninterrupted,
                                                           tmp_path):
   workdir = tmp_path / 'run'
-  process = start_and_wait_for_step(workdir, STEPS_PER_EPOCH + 6)
+  process = start_and_wait_for_step(workdir, KILL_STEP)
   # Frozen first, so the kill point read here is where it really dies.
   process.send_signal(signal.SIGSTOP)
   killed_at = last_logged_step(workdir)
   process.kill()
   process.communicate()
-  assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH  # inside epoch 2
+  assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH, (  # in epoch 2
+      KILL_STEP, killed_at)
   assert checkpoint_steps(workdir) == [STEPS_PER_EPOCH]
   assert_relaunch_resumes_bit_identically(workdir, STEPS_PER_EPOCH,
                                           uninterrupted)
@@ -102,14 +114,15 @@ def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(uninterrupted,
 def test_sigterm_saves_at_the_next_step_and_relaunch_continues(uninterrupted,
                                                                tmp_path):
   workdir = tmp_path / 'run'
-  process = start_and_wait_for_step(workdir, STEPS_PER_EPOCH + 6)
+  process = start_and_wait_for_step(workdir, KILL_STEP)
   process.send_signal(signal.SIGTERM)
   stdout, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-3000:]
   assert 'Traceback' not in stderr
   assert 'Preempted: saved a checkpoint at step' in stdout
   saved = checkpoint_steps(workdir)[-1]
-  assert STEPS_PER_EPOCH < saved < 2 * STEPS_PER_EPOCH, saved  # mid-epoch
+  assert STEPS_PER_EPOCH < saved < 2 * STEPS_PER_EPOCH, (  # mid-epoch
+      KILL_STEP, saved)
   assert_relaunch_resumes_bit_identically(workdir, saved, uninterrupted)
 
 

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import re
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from absl import logging
 
 from segan_jax import audio
 from segan_jax import enhance
+from segan_jax import files
 from segan_jax import metrics
 from segan_jax.datasets import pairs as pairs_lib
 
@@ -79,26 +79,17 @@ def write_results(path: str, summary: dict[str, Any], ids: Sequence[str],
   """JSON summary at ``path``, per-file CSV beside it; both written atomically."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  _atomic_write(path, json.dumps(summary, indent=1, sort_keys=True) + '\n')
+  with files.atomic_open(path) as f:
+    f.write(json.dumps(summary, indent=1, sort_keys=True) + '\n')
   csv_path = os.path.splitext(path)[0] + '.csv'
   names = list(metrics.METRIC_NAMES)
-  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False,
-                                   suffix='.partial', newline='') as f:
+  with files.atomic_open(csv_path, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['file', 'system'] + names)
     for system, rows in systems.items():
       for file_id, row in zip(ids, rows):
         writer.writerow([file_id, system] + [f'{row[n]:.6f}' for n in names])
-  os.replace(f.name, csv_path)
   return csv_path
-
-
-def _atomic_write(path: str, text: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False,
-                                   suffix='.partial') as f:
-    f.write(text)
-  os.replace(f.name, path)
 
 
 def summarize(model_rows: list[dict], noisy_rows: list[dict] | None,

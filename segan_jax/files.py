@@ -8,20 +8,21 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = 'w'):
+def atomic_open(path: str, mode: str = 'w', **open_kwargs):
   """Opens a temporary file beside ``path``; renames it to ``path`` on success.
 
   Readers see the old file or the complete new one, never a partial write; on
   an exception the temporary file is removed and ``path`` is left untouched.
   The file gets the usual permissions (0666 less the umask), not mkstemp's
   private 0600, so reports and pictures can be served or shared.
+  ``open_kwargs`` go to ``open`` (e.g. ``newline=''`` for csv).
   """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
                              suffix='.partial', dir=folder)
   try:
-    with os.fdopen(fd, mode) as f:
+    with os.fdopen(fd, mode, **open_kwargs) as f:
       yield f
     umask = os.umask(0)
     os.umask(umask)

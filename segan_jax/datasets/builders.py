@@ -62,11 +62,12 @@ def wav_pairs_layout(root: str) -> dict[str, str]:
 
 
 def _fingerprint(root: str) -> str:
-  """Changes when any audio file under root is added, removed or modified."""
+  """Changes when any audio file the builder reads under root is added,
+  removed or modified (the same files as pairs.find_pairs takes)."""
   digest = hashlib.sha1(os.path.abspath(root).encode())
   for folder, _, files in sorted(os.walk(root)):
     for f in sorted(files):
-      if f.lower().endswith(pairs_lib.AUDIO_EXTENSIONS):
+      if audio.is_audio_file_name(f):
         st = os.stat(os.path.join(folder, f))
         digest.update(f'{folder}/{f}:{st.st_size}:{st.st_mtime_ns}'.encode())
   return digest.hexdigest()[:12]

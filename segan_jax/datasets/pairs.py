@@ -16,8 +16,6 @@ from absl import logging
 
 from segan_jax import audio
 
-AUDIO_EXTENSIONS = audio.AUDIO_EXTENSIONS
-
 
 class PairError(ValueError):
   """A pair or folder that cannot be used; the message names the file."""

@@ -131,8 +131,9 @@ def count_flops(config: Config, batch_size: int = 1) -> dict[str, float]:
   # D update: forward + backward over reference + real + fake.
   ref = config.vbn_reference_size
   d_update = (ref + 2 * batch_size) * (3 * d - d_first)
-  # G update: D forward over reference + fake, then input gradients only.
-  d_for_g = (ref + batch_size) * 2 * d
+  # G update: D forward over reference + fake, then input gradients of the
+  # fake pairs only (the reference goes through D apart, see Discriminator).
+  d_for_g = (ref + batch_size) * d + batch_size * d
   train_step = g_train + (d_update + d_for_g) / batch_size
   return {'g_forward': float(g), 'd_forward': float(d),
           'train_step': float(train_step)}

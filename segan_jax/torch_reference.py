@@ -162,14 +162,20 @@ class Discriminator(nn.Module):
     nn.init.zeros_(self.conv_out.bias)
     self.logit = nn.Linear(window // stride**len(features), 1)
 
-  def forward(self, pairs, reference):
+  def forward(self, pairs, reference, split_reference: bool = False):
+    """As segan_jax's Discriminator, split_reference included."""
     n = reference.shape[0]
-    h = torch.cat([reference, pairs], dim=0)
+    ref_h, x_h = reference, pairs
     for conv, vbn in zip(self.convs, self.vbns):
-      h = conv(h)
-      ref_h, x_h = vbn(h[:n], h[n:])
-      h = F.leaky_relu(torch.cat([ref_h, x_h], dim=0), self.negative_slope)
-    h = self.conv_out(h[n:])
+      if split_reference:
+        ref_h, x_h = conv(ref_h), conv(x_h)
+      else:
+        h = conv(torch.cat([ref_h, x_h], dim=0))
+        ref_h, x_h = h[:n], h[n:]
+      ref_h, x_h = vbn(ref_h, x_h)
+      ref_h = F.leaky_relu(ref_h, self.negative_slope)
+      x_h = F.leaky_relu(x_h, self.negative_slope)
+    h = self.conv_out(x_h)
     return self.logit(h.flatten(1))[:, 0]
 
 
@@ -248,7 +254,8 @@ class TrainStep:
     # G: adversarial through the updated D (no D gradients) + L1.
     for p in d.parameters():
       p.requires_grad_(False)
-    fake = d(torch.stack([enhanced, noisy], dim=1), self.reference)
+    fake = d(torch.stack([enhanced, noisy], dim=1), self.reference,
+             split_reference=True)
     g_adv = (fake - 1).square().mean()
     g_l1 = (enhanced - clean).abs().mean()
     g_loss = g_adv + self.l1_weight * g_l1

@@ -64,9 +64,10 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   # between the two updates, so this equals a second forward pass).
   enhanced, generator_vjp = jax.vjp(generate, g_state.params)
 
-  def discriminate(d_params, signals, noisy_pairs):
+  def discriminate(d_params, signals, noisy_pairs, split_reference=False):
     return d_state.apply_fn({'params': d_params},
-                            make_pair(signals, noisy_pairs), d_state.reference)
+                            make_pair(signals, noisy_pairs), d_state.reference,
+                            split_reference=split_reference)
 
   def d_loss_fn(d_params):
     # Real and fake pairs in one call: VBN makes each logit independent of
@@ -84,8 +85,10 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   d_state = d_state.apply_gradients(grads=d_grads)
 
   def g_loss_fn(signal):
+    # Only `signal` is differentiated here, so the reference batch goes
+    # through D on its own, without a backward pass.
     adversarial = losses.lsgan_generator_loss(
-        discriminate(d_state.params, signal, noisy))
+        discriminate(d_state.params, signal, noisy, split_reference=True))
     l1 = losses.l1_loss(signal, clean)
     return adversarial + l1_weight * l1, (adversarial, l1)
 

@@ -31,23 +31,34 @@ class Discriminator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, pairs: jax.Array, reference: jax.Array) -> jax.Array:
+  def __call__(self, pairs: jax.Array, reference: jax.Array,
+               split_reference: bool = False) -> jax.Array:
+    """Logits of ``pairs``.
+
+    By default the reference batch and the pairs go through each conv
+    together (one bigger batch); only the normalisation treats them
+    differently. ``split_reference`` convolves them separately instead: the
+    same numbers, for callers that differentiate with respect to the pairs
+    only (G's update): then the backward pass covers the pairs alone, not
+    the reference batch (4 times as many windows by default).
+    """
     num_ref = reference.shape[0]
-    # Reference and examples go through each conv together (one bigger batch);
-    # only the normalisation treats them differently.
-    h = jnp.concatenate([reference, pairs], axis=0).astype(self.dtype)
+    ref_h, x_h = reference.astype(self.dtype), pairs.astype(self.dtype)
     for i, features in enumerate(self.features):
       # No bias: VBN subtracts the mean, so a bias would cancel exactly; its
       # gradient would be rounding noise that RMSprop inflates to full steps.
-      h = layers.Conv1D(features, kernel_size=self.kernel_size,
-                        stride=self.stride, use_bias=False, dtype=self.dtype,
-                        name=f'conv_{i}')(h)
-      ref_h, x_h = layers.VirtualBatchNorm(name=f'vbn_{i}')(h[:num_ref],
-                                                            h[num_ref:])
-      h = nn.leaky_relu(jnp.concatenate([ref_h, x_h], axis=0),
-                        self.negative_slope)
-    h = h[num_ref:]
+      conv = layers.Conv1D(features, kernel_size=self.kernel_size,
+                           stride=self.stride, use_bias=False,
+                           dtype=self.dtype, name=f'conv_{i}')
+      if split_reference:
+        ref_h, x_h = conv(ref_h), conv(x_h)
+      else:
+        h = conv(jnp.concatenate([ref_h, x_h], axis=0))
+        ref_h, x_h = h[:num_ref], h[num_ref:]
+      ref_h, x_h = layers.VirtualBatchNorm(name=f'vbn_{i}')(ref_h, x_h)
+      ref_h = nn.leaky_relu(ref_h, self.negative_slope)
+      x_h = nn.leaky_relu(x_h, self.negative_slope)
     h = layers.Conv1D(1, kernel_size=1, stride=1, dtype=self.dtype,
-                      name='conv_out')(h)
+                      name='conv_out')(x_h)
     h = h.reshape(h.shape[0], -1).astype(jnp.float32)
     return nn.Dense(1, name='logit')(h)[:, 0]

@@ -12,6 +12,7 @@ import sys
 from absl import app
 
 from segan_jax import flags as f
+from segan_jax import runtime
 
 
 def run(mode: str) -> None:
@@ -96,4 +97,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Restarts once with glibc's huge-page malloc (segan_jax/runtime.py).
+  runtime.reexec_with_hugepage_malloc()
   app.run(main)

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segan_jax import parallel
+from segan_jax import runtime
 from segan_jax import train
 from segan_jax import train_state
 from segan_jax.config import Config
@@ -55,6 +56,7 @@ from segan_jax.models.generator import decoder_features
 
 SAMPLE_RATE = 16000
 TORCH_INSTALL = 'pip install torch==2.13.0'
+ORDERS = ('alternate', 'blocked')
 
 
 
@@ -72,6 +74,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     **kw)
   flags.DEFINE_bool('skip_torch', False, 'Measure JAX only.', **kw)
   flags.DEFINE_bool('skip_train', False, 'Measure inference only.', **kw)
+  flags.DEFINE_enum(
+      'order', 'alternate', list(ORDERS),
+      "'alternate': JAX and PyTorch take turns inside each repeat; "
+      "'blocked': each one's warm-up and repeats run back to back.", **kw)
   flags.DEFINE_enum(
       'layers_impl', 'auto', ['auto', 'xla'],
       "Conv forms in segan_jax.models.layers: 'auto' (fast forms per layer) "
@@ -246,13 +252,28 @@ def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
 
 
 def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
-             steps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
-  """First-call seconds of each, then interleaved timed repeats."""
+             steps: int, order: str = 'alternate'
+             ) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """First-call seconds of each, then the timed repeats.
+
+  'alternate': each repeat runs every workload once, in turn. 'blocked':
+  each workload runs its warm-up and repeats back to back, then the next.
+  """
+  if order not in ORDERS:
+    raise ValueError(f'order must be one of {ORDERS}, got {order!r}')
+  if order == 'blocked':
+    first, times = {}, {}
+    for name, fn in workloads.items():
+      first[name] = _seconds(fn)
+      for _ in range(warmup):
+        fn()
+      times[name] = [_seconds(fn) for _ in range(steps)]
+    return first, times
   first = {name: _seconds(fn) for name, fn in workloads.items()}
+  times = {name: [] for name in workloads}
   for _ in range(warmup):
     for fn in workloads.values():
       fn()
-  times = {name: [] for name in workloads}
   for _ in range(steps):
     for name, fn in workloads.items():
       times[name].append(_seconds(fn))
@@ -261,8 +282,8 @@ def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
 
 def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         warmup: int = 2, skip_torch: bool = False, layers_impl: str = 'auto',
-        skip_train: bool = False, log: Callable[[str], None] = print
-        ) -> dict[str, Any]:
+        skip_train: bool = False, order: str = 'alternate',
+        log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json."""
   layers.set_default_impl(layers_impl)
   config = Config(model_size=model_size, batch_size=batch_size,
@@ -280,7 +301,9 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
 
   result: dict[str, Any] = {
       'model_size': model_size, 'batch_size': batch_size, 'steps': steps,
-      'warmup': warmup, 'window': config.window, 'layers_impl': layers_impl,
+      'warmup': warmup, 'order': order, 'window': config.window,
+      'layers_impl': layers_impl,
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       'vbn_reference_size': config.vbn_reference_size,
       'cpu_model': _cpu_model(), 'cpu_count': os.cpu_count(),
       'jax_backend': jax.default_backend(),
@@ -308,7 +331,7 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
     chosen = {k: v for k, v in workloads.items() if k.endswith(group)}
     if not chosen:
       continue
-    first, times = _measure(chosen, warmup, steps)
+    first, times = _measure(chosen, warmup, steps, order)
     for name, seconds in times.items():
       median = statistics.median(seconds)
       result[f'{name}_first_call_s'] = first[name]
@@ -440,7 +463,8 @@ def main(argv: Sequence[str],
     return
   result = run(model_size=fv.model_size, batch_size=fv.batch_size,
                steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
-               layers_impl=fv.layers_impl, skip_train=fv.skip_train)
+               layers_impl=fv.layers_impl, skip_train=fv.skip_train,
+               order=fv.order)
   if fv.json:
     print(json.dumps(result, default=_json_default), flush=True)
 
@@ -452,5 +476,7 @@ def _json_default(x):
 
 
 if __name__ == '__main__':
+  # Restarts once with glibc's huge-page malloc (segan_jax/runtime.py).
+  runtime.reexec_with_hugepage_malloc()
   define_flags()
   app.run(main)

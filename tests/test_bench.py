@@ -72,3 +72,19 @@ def test_torch_reference_generator_matches_jax():
   np.testing.assert_allclose(
       logits, d_jax.apply({'params': d_params}, pairs, reference),
       rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('order,expected', [
+    ('alternate', ['a', 'b', 'a', 'b', 'a', 'b', 'a', 'b']),
+    ('blocked', ['a', 'a', 'a', 'a', 'b', 'b', 'b', 'b']),
+])
+def test_measure_order(order, expected):
+  calls = []
+  workloads = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}
+  first, times = bench._measure(workloads, warmup=1, steps=2, order=order)
+  # first call + warm-up + 2 timed repeats per workload.
+  assert calls == expected
+  assert set(first) == {'a', 'b'}
+  assert [len(t) for t in times.values()] == [2, 2]
+  with pytest.raises(ValueError, match='order'):
+    bench._measure(workloads, 1, 1, order='random')

@@ -93,6 +93,46 @@ def test_conv_phases_matches_lax(kernel_size, stride, padding):
   assert f'lhs_dilation=({stride},)' not in grad_jaxpr
 
 
+@pytest.mark.parametrize('kernel_size,stride,padding',
+                         [(31, 2, (15, 15)), (30, 2, (14, 15)), (5, 2, (2, 2)),
+                          (4, 2, (1, 2)), (5, 3, (2, 2)), (2, 3, (0, 1)),
+                          (7, 2, (0, 0)), (7, 2, (5, 1)), (1, 1, (0, 0)),
+                          (4, 1, (1, 2))])
+def test_conv_taps_matches_lax(kernel_size, stride, padding):
+  """Forward and both gradients of the strided conv's 'taps' form."""
+  taps = lambda x, w: layers.conv1d(x, w, stride, padding, 'taps')
+  plain = lambda x, w: lax.conv_general_dilated(x, w, (stride,), (padding,),
+                                                dimension_numbers=DN)
+  for length, cin, cout in [(1, 3, 2), (9, 3, 2), (16, 4, 3), (67, 3, 4)]:
+    if length + sum(padding) < kernel_size:
+      continue
+    x, w = _inputs(2, length, cin, cout, kernel_size)
+    _assert_same_with_grads(taps, plain, x, w)
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_taps_form_skips_products_of_padding(transpose):
+  """On SEGAN's shortest layers about half of im2col's products multiply
+  padding; the 'taps' form computes few more than the needed ones."""
+  length, kernel_size = 8 if transpose else 16, 31
+  if transpose:
+    pad = layers._conv_transpose_same_padding(kernel_size, 2)
+    out_length = 2 * length
+    needed = sum(0 <= 2 * i + pad - k < out_length
+                 for i in range(length) for k in range(kernel_size))
+  else:
+    pad, out_length = 15, length // 2
+    needed = sum(0 <= 2 * u + k - pad < length
+                 for u in range(out_length) for k in range(kernel_size))
+  groups = layers._tap_groups(kernel_size, 2, length, pad, out_length,
+                              transpose)
+  computed = sum((end - first) * n for first, end, n, _ in groups)
+  everything = kernel_size * (length if transpose else out_length)
+  assert len(groups) <= layers.TAP_GROUPS
+  assert needed <= computed <= 1.1 * needed
+  assert needed < 0.55 * everything
+
+
 @pytest.mark.parametrize('length', [8, 64])
 def test_modules_match_plain_lax_implementation(length):
   """Conv1D / ConvTranspose1D ('auto') equal the 'xla' forms, with bias."""
@@ -129,6 +169,10 @@ def test_auto_avoids_xla_conv_on_short_signals():
       lambda x, w: layers.conv_transpose1d(x, w, 2), short, w)
   assert 'conv_general_dilated' not in _primitives(
       lambda x, w: layers.conv1d(x, w, 2, (15, 15)), short, w)
+  # Many output rows: the 'taps' form (batched matmuls, no conv).
+  many, _ = _inputs(16, 16, 4, 3, 31)
+  assert 'conv_general_dilated' not in _primitives(
+      lambda x, w: layers.conv1d(x, w, 2, (15, 15)), many, w)
   long, _ = _inputs(1, 256, 4, 3, 31)
   assert 'conv_general_dilated' in str(jax.make_jaxpr(
       lambda x, w: layers.conv1d(x, w, 2, (15, 15)))(long, w))

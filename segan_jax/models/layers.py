@@ -31,9 +31,10 @@ def same_padding(kernel_size: int) -> tuple[int, int]:
 # XLA's conv forward with the gradient of the same conv rewritten as a
 # stride-1 conv over the input's phases; 'polyphase' (transposed convs only)
 # is one stride-1 XLA conv over the input whose output channels hold the
-# phases; 'taps' (transposed convs only) is one batched matmul over the
-# kernel taps whose products are added where they land. All give the same
-# numbers to float rounding, with the same [K, Cin, Cout] kernels.
+# phases; 'taps' is a few batched matmuls over groups of kernel taps,
+# computing only the products that touch the signal, added where they land.
+# All give the same numbers to float rounding, with the same [K, Cin, Cout]
+# kernels.
 IMPLS = ('auto', 'xla', 'im2col', 'phases', 'polyphase', 'taps')
 
 # XLA:CPU's convolution (and its gradient) leaves its fast path on short
@@ -41,6 +42,12 @@ IMPLS = ('auto', 'xla', 'im2col', 'phases', 'polyphase', 'taps')
 # BENCHMARKS.md). At or below these lengths 'auto' uses matmul forms.
 IM2COL_MAX_OUT_LENGTH = 32      # Conv1D: output length.
 TAPS_MAX_IN_LENGTH = 32         # ConvTranspose1D: input length.
+# Conv1D's short layers: 'taps' up to TAPS_MAX_OUT_LENGTH output samples
+# (where im2col's patches are 25-50 % padding) and from TAPS_MIN_ROWS output
+# rows (batch x length) on; im2col otherwise (at batch 8 and 8 samples its
+# one big matmul is faster than several small ones).
+TAPS_MAX_OUT_LENGTH = 16
+TAPS_MIN_ROWS = 128
 
 _default_impl = 'auto'
 
@@ -130,27 +137,37 @@ _conv_phase_grad.defvjp(_conv_phase_grad_fwd, _conv_phase_grad_bwd)
 
 def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
            padding: tuple[int, int], impl: str = 'auto') -> jax.Array:
-  """``lax.conv_general_dilated`` on NWC/WIO: by XLA's conv, by im2col, or
-  by XLA's conv with the gradient of the phase form.
+  """``lax.conv_general_dilated`` on NWC/WIO: by XLA's conv, by im2col, by
+  per-tap products ('taps', `_grouped_taps`), or by XLA's conv with the
+  gradient of the phase form.
 
-  'auto' uses im2col (``[B*Lout, K*Cin] @ [K*Cin, Cout]``, the kernel read in
-  its stored layout) up to IM2COL_MAX_OUT_LENGTH output samples: there
-  XLA:CPU's conv and above all its input gradient run at ~1 GFLOP/s. Longer
-  strided convs use 'phases': the same forward, a faster backward.
+  Up to IM2COL_MAX_OUT_LENGTH output samples XLA:CPU's conv and above all
+  its input gradient run at ~1 GFLOP/s, so 'auto' uses matmul forms there:
+  'taps' up to TAPS_MAX_OUT_LENGTH samples and from TAPS_MIN_ROWS output rows
+  (batch x length) on, which skips the products of padding that im2col
+  (``[B*Lout, K*Cin] @ [K*Cin, Cout]``) computes, else im2col (one big
+  matmul beats several small ones).
+  Longer strided convs use 'phases': the same forward, a faster backward.
   """
   kernel_size = kernel.shape[0]
   out_length = _conv_out_length(x.shape[1], kernel_size, stride, padding)
   if impl == 'auto':
     impl = _default_impl
   if impl == 'auto':
-    if out_length <= IM2COL_MAX_OUT_LENGTH:
-      impl = 'im2col'
-    else:
+    if out_length > IM2COL_MAX_OUT_LENGTH:
       impl = 'phases' if stride > 1 else 'xla'
-  if impl not in ('xla', 'im2col', 'phases'):
+    elif (out_length <= TAPS_MAX_OUT_LENGTH and
+          x.shape[0] * out_length >= TAPS_MIN_ROWS):
+      impl = 'taps'
+    else:
+      impl = 'im2col'
+  if impl not in ('xla', 'im2col', 'phases', 'taps'):
     raise ValueError(f'unknown conv impl {impl!r}')
   if impl == 'xla':
     return _xla_conv(x, kernel, stride, padding)
+  if impl == 'taps':
+    return _grouped_taps(x, kernel, stride, padding[0], out_length,
+                         transpose=False)
   if impl == 'phases':
     return _conv_phase_grad(x, kernel, stride, tuple(padding))
   patches = _im2col(x, kernel_size, stride, padding, out_length)
@@ -213,7 +230,7 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   run one stride-1 conv over the undilated input whose ``stride * Cout``
   output channels hold the phases (reshaped to interleave them), by XLA's
   conv or as a matmul; they re-lay the kernel out on every call (cheap for
-  the long layers' small kernels). 'taps' (see `_conv_transpose_taps`) reads
+  the long layers' small kernels). 'taps' (see `_grouped_taps`) reads
   the kernel as stored. 'auto': 'taps' up to TAPS_MAX_IN_LENGTH input
   samples, where XLA's conv is slow and kernels are big, else 'polyphase'.
   """
@@ -225,7 +242,10 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
     return lax.conv_transpose(x, kernel, strides=(stride,), padding='SAME',
                               dimension_numbers=('NWC', 'WIO', 'NWC'))
   if impl == 'taps':
-    return _conv_transpose_taps(x, kernel, stride)
+    return _grouped_taps(
+        x, kernel, stride,
+        _conv_transpose_same_padding(kernel.shape[0], stride),
+        stride * x.shape[1], transpose=True)
   batch, length, _ = x.shape
   features = kernel.shape[-1]
   d_min, phase_kernel = polyphase_kernel(kernel, stride)
@@ -240,93 +260,117 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   return y.reshape(batch, length * stride, features)
 
 
-def _overlap_add_matrix(kernel_size: int, stride: int, length: int
-                        ) -> np.ndarray:
-  """0/1 matrix ``[stride * length, kernel_size * length]`` of the taps form.
+# At most this many batched matmuls per 'taps' layer (see `_tap_groups`):
+# measured best at 12 for SEGAN's 8-32-sample layers (BENCHMARKS.md).
+TAP_GROUPS = 12
 
-  Entry ``(u, k * length + i)`` is 1 where input i through tap k lands on
-  output u, i.e. ``u = stride * i + pad - k`` (lax's conv_transpose does not
-  flip the kernel); products landing outside the output have no entry.
+
+@functools.lru_cache(maxsize=None)
+def _tap_groups(kernel_size: int, stride: int, length: int, offset: int,
+                out_length: int, transpose: bool,
+                max_groups: int = TAP_GROUPS):
+  """Plan of the 'taps' form: which products a strided (transposed) conv needs.
+
+  Tap k pairs input sample i with output sample u: ``i = stride * u + k -
+  offset`` for a conv (offset = left padding), ``u = stride * i + offset - k``
+  for a transposed conv (offset = its 'SAME' padding). On short signals many
+  pairs fall outside the signal (half of them for SEGAN's 8-sample layers),
+  and im2col or a matmul over all taps multiplies those by zero. Per tap the
+  pairs that exist form one run of consecutive outputs (conv) or inputs
+  (transposed conv); contiguous taps are grouped, each group one batched
+  matmul over runs of its longest run's length (the grouping that computes
+  the fewest products, by dynamic programming).
+
+  Returns the groups, each ``(first_tap, end_tap, n, starts)``: taps
+  ``first_tap:end_tap`` each take ``n`` consecutive outputs (conv) or inputs
+  (transposed) from its entry of ``starts``.
   """
-  pad = _conv_transpose_same_padding(kernel_size, stride)
-  out_length = stride * length
-  matrix = np.zeros((out_length, kernel_size, length), np.float32)
+  runs = []
   for k in range(kernel_size):
-    for i in range(length):
-      u = stride * i + pad - k
-      if 0 <= u < out_length:
-        matrix[u, k, i] = 1.0
-  return matrix.reshape(out_length, kernel_size * length)
+    if transpose:
+      valid = [i for i in range(length)
+               if 0 <= stride * i + offset - k < out_length]
+    else:
+      valid = [u for u in range(out_length)
+               if 0 <= stride * u + k - offset < length]
+    runs.append((valid[0], len(valid)) if valid else (0, 0))
+  counts = [n for _, n in runs]
+  span = length if transpose else out_length
+
+  @functools.lru_cache(maxsize=None)
+  def best(first: int, groups_left: int):
+    """(products, groups) of the cheapest split of taps first: ."""
+    if first == kernel_size:
+      return 0, ()
+    if groups_left == 0:
+      return float('inf'), ()
+    choice = (float('inf'), ())
+    for end in range(first + 1, kernel_size + 1):
+      n = max(counts[first:end])
+      cost, rest = best(end, groups_left - 1)
+      cost += (end - first) * n
+      if cost < choice[0]:
+        starts = tuple(min(runs[k][0], span - n) for k in range(first, end))
+        choice = (cost, ((first, end, n, starts),) + rest)
+    return choice
+
+  return tuple(g for g in best(0, max_groups)[1] if g[2] > 0)
 
 
-def _conv_transpose_taps_plain(x: jax.Array, kernel: jax.Array,
-                               stride: int) -> jax.Array:
-  """Scatter form: every input sample times every tap, added where it lands.
+def _grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
+                  out_length: int, transpose: bool) -> jax.Array:
+  """Strided conv (offset = left padding) or 'SAME' transposed conv (offset
+  = its padding) of ``out_length`` samples, as per-tap products.
 
-  The products are one batched matmul (batch = taps) that reads the kernel
-  in its stored ``[K, Cin, Cout]`` layout, with no multiply by an inserted
-  zero. Adding them where they land is a second, small matmul against the
-  constant 0/1 matrix of `_overlap_add_matrix`: one op forward and backward,
-  where K shifted adds became K separate loops in XLA:CPU (2-3x slower
-  over the layer's forward and backward at 16-32 input samples).
+  Every product needed, few that are not (`_tap_groups`): one batched
+  matmul per group of taps, reading the kernel in its stored ``[K, Cin,
+  Cout]`` layout, then one matmul against a constant 0/1 matrix adds each
+  product where it lands (exact; one op where per-tap adds were K loops in
+  XLA:CPU). Plain JAX: its gradients are the same forms transposed.
   """
   batch, length, cin = x.shape
   kernel_size, _, features = kernel.shape
-  rows = jnp.broadcast_to(x.reshape(1, batch * length, cin),
-                          (kernel_size, batch * length, cin))
-  products = lax.dot_general(rows, kernel, (((2,), (1,)), ((0,), (0,))))
-  # [K, B, L, C] -> [K, L, B, C] -> [K * L, B * C]: taps and input samples
-  # are what the overlap-add contracts.
-  products = products.reshape(kernel_size, batch, length, features)
-  products = products.transpose(0, 2, 1, 3).reshape(
-      kernel_size * length, batch * features)
-  overlap_add = jnp.asarray(
-      _overlap_add_matrix(kernel_size, stride, length), products.dtype)
-  y = lax.dot_general(overlap_add, products, (((1,), (0,)), ((), ())),
+  groups = _tap_groups(kernel_size, stride, length, offset, out_length,
+                       transpose)
+  if not groups:
+    return jnp.zeros((batch, out_length, features), x.dtype)
+  # Rows of the products: input samples, time-major. A conv's windows may
+  # reach past the signal: zero samples there give zero products.
+  rows_of = []
+  for first, end, n, starts in groups:
+    for k, start in zip(range(first, end), starts):
+      if transpose:
+        rows_of.append(np.arange(start, start + n))
+      else:
+        rows_of.append(stride * np.arange(start, start + n) + k - offset)
+  lo = max(0, -min(int(r.min()) for r in rows_of))
+  hi = max(0, max(int(r.max()) for r in rows_of) - (length - 1))
+  xt = jnp.pad(x, ((0, 0), (lo, hi), (0, 0))).transpose(1, 0, 2)
+  products, landing = [], []
+  tap_rows = iter(rows_of)
+  for first, end, n, starts in groups:
+    rows = []
+    for k, start in zip(range(first, end), starts):
+      r = next(tap_rows) + lo
+      step = 1 if transpose else stride
+      rows.append(lax.slice_in_dim(xt, int(r[0]), int(r[-1]) + 1, step, 0))
+      outputs = (stride * (np.arange(n) + start) + offset - k if transpose
+                 else np.arange(start, start + n))
+      landing.append(outputs)
+    rows = jnp.stack(rows).reshape(end - first, n * batch, cin)
+    group_products = lax.dot_general(rows, kernel[first:end],
+                                     (((2,), (1,)), ((0,), (0,))))
+    products.append(group_products.reshape((end - first) * n,
+                                           batch * features))
+  landing = np.concatenate(landing)
+  overlap_add = np.zeros((out_length, landing.size), np.float32)
+  inside = (landing >= 0) & (landing < out_length)
+  overlap_add[landing[inside], np.flatnonzero(inside)] = 1.0
+  products = jnp.concatenate(products, axis=0)
+  y = lax.dot_general(jnp.asarray(overlap_add, products.dtype), products,
+                      (((1,), (0,)), ((), ())),
                       precision=lax.Precision.HIGHEST)
-  return y.reshape(stride * length, batch, features).transpose(1, 0, 2)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_transpose_taps(x: jax.Array, kernel: jax.Array,
-                         stride: int) -> jax.Array:
-  """`_conv_transpose_taps_plain` with its input gradient as one matmul.
-
-  Differentiated as is, the input gradient is a batched matmul over the taps
-  followed by a sum over them, which XLA:CPU runs at 25-50 GFLOP/s. Here it
-  is ``dx[b, i] = sum_k dy[b, stride*i + pad - k] @ kernel[k].T``: dy's
-  samples gathered per (tap, input) by the transposed overlap-add matrix,
-  then one matmul contracting taps and output channels together.
-  """
-  return _conv_transpose_taps_plain(x, kernel, stride)
-
-
-def _conv_transpose_taps_fwd(x, kernel, stride):
-  return _conv_transpose_taps_plain(x, kernel, stride), (x, kernel)
-
-
-def _conv_transpose_taps_bwd(stride, residuals, cotangent):
-  x, kernel = residuals
-  batch, length, cin = x.shape
-  kernel_size, _, features = kernel.shape
-  # The kernel gradient as differentiated (batched matmul, stored layout);
-  # the forward traced here is unused and removed by XLA.
-  _, kernel_vjp = jax.vjp(
-      lambda w: _conv_transpose_taps_plain(x, w, stride), kernel)
-  (d_kernel,) = kernel_vjp(cotangent)
-  overlap_add = jnp.asarray(
-      _overlap_add_matrix(kernel_size, stride, length), cotangent.dtype)
-  # [U, B, C] -> gathered [K * L, B * C] -> [K, L, B, C].
-  gathered = lax.dot_general(
-      overlap_add, cotangent.transpose(1, 0, 2).reshape(
-          stride * length, batch * features),
-      (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
-  gathered = gathered.reshape(kernel_size, length, batch, features)
-  d_x = lax.dot_general(gathered, kernel, (((0, 3), (0, 2)), ((), ())))
-  return d_x.transpose(1, 0, 2).astype(x.dtype), d_kernel
-
-
-_conv_transpose_taps.defvjp(_conv_transpose_taps_fwd, _conv_transpose_taps_bwd)
+  return y.reshape(out_length, batch, features).transpose(1, 0, 2)
 
 
 class _StridedConv(nn.Module):

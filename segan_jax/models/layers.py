@@ -38,15 +38,15 @@ def same_padding(kernel_size: int) -> tuple[int, int]:
 IMPLS = ('auto', 'xla', 'im2col', 'phases', 'polyphase', 'taps')
 
 # XLA:CPU's convolution (and its gradient) leaves its fast path on short
-# signals: seconds instead of milliseconds for SEGAN's 8-32-sample layers (see
-# BENCHMARKS.md). At or below these lengths 'auto' uses matmul forms.
-IM2COL_MAX_OUT_LENGTH = 32      # Conv1D: output length.
+# signals: seconds instead of milliseconds for SEGAN's 8-16-sample layers (see
+# BENCHMARKS.md). At or below these lengths 'auto' uses matmul forms (for
+# Conv1D at 32 output samples XLA's forward with the phase-form gradient was
+# 3 % faster over the train step than im2col).
+IM2COL_MAX_OUT_LENGTH = 16      # Conv1D: output length.
 TAPS_MAX_IN_LENGTH = 32         # ConvTranspose1D: input length.
-# Conv1D's short layers: 'taps' up to TAPS_MAX_OUT_LENGTH output samples
-# (where im2col's patches are 25-50 % padding) and from TAPS_MIN_ROWS output
-# rows (batch x length) on; im2col otherwise (at batch 8 and 8 samples its
-# one big matmul is faster than several small ones).
-TAPS_MAX_OUT_LENGTH = 16
+# Conv1D's short layers, where im2col's patches are 25-50 % padding: 'taps'
+# from TAPS_MIN_ROWS output rows (batch x length) on, im2col below (at batch
+# 8 and 8 samples its one big matmul is faster than several small ones).
 TAPS_MIN_ROWS = 128
 
 _default_impl = 'auto'
@@ -143,10 +143,9 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
 
   Up to IM2COL_MAX_OUT_LENGTH output samples XLA:CPU's conv and above all
   its input gradient run at ~1 GFLOP/s, so 'auto' uses matmul forms there:
-  'taps' up to TAPS_MAX_OUT_LENGTH samples and from TAPS_MIN_ROWS output rows
-  (batch x length) on, which skips the products of padding that im2col
-  (``[B*Lout, K*Cin] @ [K*Cin, Cout]``) computes, else im2col (one big
-  matmul beats several small ones).
+  'taps' from TAPS_MIN_ROWS output rows (batch x length) on, which skips
+  the products of padding that im2col (``[B*Lout, K*Cin] @ [K*Cin, Cout]``)
+  computes, else im2col (one big matmul beats several small ones).
   Longer strided convs use 'phases': the same forward, a faster backward.
   """
   kernel_size = kernel.shape[0]
@@ -156,8 +155,7 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
   if impl == 'auto':
     if out_length > IM2COL_MAX_OUT_LENGTH:
       impl = 'phases' if stride > 1 else 'xla'
-    elif (out_length <= TAPS_MAX_OUT_LENGTH and
-          x.shape[0] * out_length >= TAPS_MIN_ROWS):
+    elif x.shape[0] * out_length >= TAPS_MIN_ROWS:
       impl = 'taps'
     else:
       impl = 'im2col'
@@ -331,7 +329,7 @@ def _grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
   batch, length, cin = x.shape
   kernel_size, _, features = kernel.shape
   groups = _tap_groups(kernel_size, stride, length, offset, out_length,
-                       transpose)
+                       transpose, TAP_GROUPS)
   if not groups:
     return jnp.zeros((batch, out_length, features), x.dtype)
   # Rows of the products: input samples, time-major. A conv's windows may

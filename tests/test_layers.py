@@ -110,6 +110,20 @@ def test_conv_taps_matches_lax(kernel_size, stride, padding):
     _assert_same_with_grads(taps, plain, x, w)
 
 
+@pytest.mark.parametrize('kernel_size,stride',
+                         [(31, 2), (30, 2), (5, 2), (4, 2), (1, 2), (5, 3),
+                          (2, 3), (7, 4)])
+def test_polyphase_kernel_holds_the_taps_of_each_phase(kernel_size, stride):
+  _, w = _inputs(1, 1, 3, 2, kernel_size)
+  d_min, taps = layers.polyphase_taps(kernel_size, stride)
+  got_d_min, got = layers.polyphase_kernel(w, stride)
+  assert got_d_min == d_min and got.shape == (len(taps), 3, stride * 2)
+  for j, per_phase in enumerate(taps):
+    for r, k in enumerate(per_phase):
+      want = np.zeros((3, 2)) if k is None else w[k]
+      np.testing.assert_array_equal(got[j, :, 2 * r:2 * r + 2], want)
+
+
 @pytest.mark.parametrize('transpose', [False, True])
 def test_taps_form_skips_products_of_padding(transpose):
   """On SEGAN's shortest layers about half of im2col's products multiply

@@ -1,5 +1,7 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from segan_jax import checkpoints
@@ -184,3 +186,12 @@ def test_gan_checkpoint_cannot_enhance(tiny_config, tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(checkpoints.CheckpointError, match='basic GAN'):
     enhance.restore_generator(str(tmp_path))
+
+
+def test_global_norm_equals_optax():
+  rng = np.random.default_rng(0)
+  tree = {'a': jnp.asarray(rng.normal(size=(31, 4, 3)), jnp.float32),
+          'b': [jnp.asarray(rng.normal(size=(5,)), jnp.float32),
+                jnp.float32(-2.0)]}
+  np.testing.assert_allclose(train.global_norm(tree), optax.tree.norm(tree),
+                             rtol=1e-6)

@@ -11,9 +11,12 @@ networks, then measures, after compilation / warm-up:
   (c) both for PyTorch (skipped with --skip_torch or when torch is absent);
   (d) JAX/PyTorch ratios and achieved GFLOP/s against FLOPs counted from the
       layer shapes (`count_flops`).
-JAX and PyTorch steps alternate within each repeat, so a change in machine
-load hits both; every figure is a median over --steps repeats. With --json
-the last line printed is one JSON object.
+By default (--order=blocked) each workload runs its first call, warm-up
+and timed repeats back to back, JAX's before PyTorch's, as a job that uses
+one framework would; --order=alternate makes them take turns inside each
+repeat, which on 2-core VMs measures mostly how much each one slows the
+other down (BENCHMARKS.md). Every figure is a median over --steps repeats.
+With --json the last line printed is one JSON object.
 
   python -m segan_jax.bench --enhance_memory --model_size=demo --json
 
@@ -75,7 +78,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_bool('skip_torch', False, 'Measure JAX only.', **kw)
   flags.DEFINE_bool('skip_train', False, 'Measure inference only.', **kw)
   flags.DEFINE_enum(
-      'order', 'alternate', list(ORDERS),
+      'order', 'blocked', list(ORDERS),
       "'alternate': JAX and PyTorch take turns inside each repeat; "
       "'blocked': each one's warm-up and repeats run back to back.", **kw)
   flags.DEFINE_enum(
@@ -282,7 +285,7 @@ def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
 
 def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         warmup: int = 2, skip_torch: bool = False, layers_impl: str = 'auto',
-        skip_train: bool = False, order: str = 'alternate',
+        skip_train: bool = False, order: str = 'blocked',
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json."""
   layers.set_default_impl(layers_impl)

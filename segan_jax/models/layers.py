@@ -306,7 +306,7 @@ def _tap_groups(kernel_size: int, stride: int, length: int, offset: int,
 
   @functools.lru_cache(maxsize=None)
   def best(first: int, groups_left: int):
-    """(products, groups) of the cheapest split of taps first: ."""
+    """(products, groups) of the cheapest split of taps[first:]."""
     if first == kernel_size:
       return 0, ()
     if groups_left == 0:
@@ -342,16 +342,14 @@ def _grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
   if not groups:
     return jnp.zeros((batch, out_length, features), x.dtype)
   # Rows of the products: input samples, time-major. A conv's windows may
-  # reach past the signal: zero samples there give zero products.
-  rows_of = []
-  for first, end, n, starts in groups:
-    for k, start in zip(range(first, end), starts):
-      if transpose:
-        rows_of.append(np.arange(start, start + n))
-      else:
-        rows_of.append(stride * np.arange(start, start + n) + k - offset)
-  lo = max(0, -min(int(r.min()) for r in rows_of))
-  hi = max(0, max(int(r.max()) for r in rows_of) - (length - 1))
+  # reach into its padding (zero samples there give zero products), so x is
+  # padded as the conv pads it; a transposed conv reads inputs only.
+  if transpose:
+    lo = hi = 0
+  else:
+    lo = max(0, offset)
+    hi = max(0, stride * (out_length - 1) + kernel_size - 1 - offset -
+             (length - 1))
   xt = jnp.pad(x, ((0, 0), (lo, hi), (0, 0))).transpose(1, 0, 2)
   # One split of the kernel into the groups' taps (and unused taps between
   # them): its gradient is one concatenation, where per-group slices gave
@@ -361,17 +359,21 @@ def _grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
                   {g[1] for g in groups})
   pieces = dict(zip(bounds[:-1], lax.split(
       kernel, [b - a for a, b in zip(bounds[:-1], bounds[1:])], axis=0)))
+  step = 1 if transpose else stride
   products, landing = [], []
-  tap_rows = iter(rows_of)
   for first, end, n, starts in groups:
     rows = []
     for k, start in zip(range(first, end), starts):
-      r = next(tap_rows) + lo
-      step = 1 if transpose else stride
-      rows.append(lax.slice_in_dim(xt, int(r[0]), int(r[-1]) + 1, step, 0))
-      outputs = (stride * (np.arange(n) + start) + offset - k if transpose
-                 else np.arange(start, start + n))
-      landing.append(outputs)
+      # Tap k's run: n consecutive inputs (transposed) or outputs (conv).
+      run = np.arange(start, start + n)
+      if transpose:
+        first_row, landing_k = start, stride * run + offset - k
+      else:
+        first_row, landing_k = stride * start + k - offset, run
+      rows.append(lax.slice_in_dim(xt, lo + first_row,
+                                   lo + first_row + step * (n - 1) + 1, step,
+                                   0))
+      landing.append(landing_k)
     rows = jnp.stack(rows).reshape(end - first, n * batch, cin)
     group_products = lax.dot_general(rows, pieces[first],
                                      (((2,), (1,)), ((0,), (0,))))

@@ -255,7 +255,7 @@ def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
 
 
 def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
-             steps: int, order: str = 'alternate'
+             steps: int, order: str = 'blocked'
              ) -> tuple[dict[str, float], dict[str, list[float]]]:
   """First-call seconds of each, then the timed repeats.
 

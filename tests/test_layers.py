@@ -124,6 +124,76 @@ def test_polyphase_kernel_holds_the_taps_of_each_phase(kernel_size, stride):
       np.testing.assert_array_equal(got[j, :, 2 * r:2 * r + 2], want)
 
 
+@pytest.mark.parametrize('levels', [1, 2, 3])
+@pytest.mark.parametrize('kernel_size,padding',
+                         [(16, (0, 0)), (15, (7, 8)), (31, (15, 15)),
+                          (2, (0, 0)), (3, (5, 0)), (8, (-2, 3))])
+def test_karatsuba_conv_matches_lax(monkeypatch, levels, kernel_size,
+                                    padding):
+  """Karatsuba's three half-size convs (recursively) give the stride-1 conv."""
+  monkeypatch.setattr(layers, 'KARATSUBA_MIN_OUT_LENGTH', 4)
+  monkeypatch.setattr(layers, 'KARATSUBA_MIN_MACS', 0)
+  karatsuba = lambda x, w: layers._karatsuba_conv(x, w, padding, levels)
+  # Padding by lax.pad, not by the conv: with padding (5, 0) around a
+  # 3-tap kernel, lax's conv gave a wrong input gradient at the last sample
+  # (jax 0.10.2, CPU; checked by hand).
+  plain = lambda x, w: lax.conv_general_dilated(
+      lax.pad(x, 0.0, ((0, 0, 0), (*padding, 0), (0, 0, 0))), w, (1,),
+      ((0, 0),), dimension_numbers=DN)
+  for length in (41, 70):
+    x, w = _inputs(2, length, 3, 5, kernel_size)
+    _assert_same_with_grads(karatsuba, plain, x, w)
+    np.testing.assert_allclose(jax.jit(karatsuba)(x, w), plain(x, w),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _conv_count(fn, *args):
+  return str(jax.make_jaxpr(fn)(*args)).count('conv_general_dilated')
+
+
+def test_long_stride1_convs_take_the_karatsuba_form():
+  """Alone (inference) KARATSUBA_LEVELS deep: 9 convs at 2 levels, about
+  9/16 of the FLOPs; differentiated KARATSUBA_TRAIN_LEVELS deep (0: one
+  XLA conv); values and gradients equal XLA's conv either way."""
+  assert (layers.KARATSUBA_LEVELS, layers.KARATSUBA_TRAIN_LEVELS) == (2, 0)
+  x, w = _inputs(4, 300, 64, 32, 16)
+  conv = lambda x, w: layers._stride1_conv(x, w, (7, 8))
+  plain = lambda x, w: lax.conv_general_dilated(x, w, (1,), ((7, 8),),
+                                                dimension_numbers=DN)
+  assert _conv_count(conv, x, w) == 9
+  assert _conv_count(lambda x, w: jax.vjp(conv, x, w)[0], x, w) == 1
+  flops = [jax.jit(f).lower(x, w).cost_analysis()['flops']
+           for f in (conv, plain)]
+  assert flops[0] < 0.62 * flops[1]
+  np.testing.assert_allclose(jax.jit(conv)(x, w), plain(x, w), rtol=1e-5,
+                             atol=1e-5)
+  _assert_same_with_grads(conv, plain, x, w)
+  # Short, small or bfloat16 (whose sums would round): one conv.
+  assert _conv_count(conv, x[:, :40], w) == 1
+  assert _conv_count(conv, x[:1, :, :8], w[:, :8]) == 1
+  assert _conv_count(conv, x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == 1
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_long_layers_match_lax_alone_and_differentiated(monkeypatch,
+                                                       transpose):
+  """SEGAN's long layers: the inference value (Karatsuba, 2 levels) and the
+  train-time value and gradients (1 level) equal lax's."""
+  monkeypatch.setattr(layers, 'KARATSUBA_MIN_MACS', 0)
+  monkeypatch.setattr(layers, 'KARATSUBA_TRAIN_LEVELS', 1)
+  x, w = _inputs(2, 300, 8, 6, 31)
+  if transpose:
+    fast = lambda x, w: layers.conv_transpose1d(x, w, 2)
+    plain = lambda x, w: _lax_conv_transpose(x, w, 2)
+  else:
+    fast = lambda x, w: layers.conv1d(x, w, 2, layers.same_padding(31))
+    plain = lambda x, w: _lax_conv(x, w, 2)
+  assert _conv_count(fast, x, w) == 9
+  np.testing.assert_allclose(jax.jit(fast)(x, w), plain(x, w), rtol=1e-5,
+                             atol=1e-5)
+  _assert_same_with_grads(fast, plain, x, w)
+
+
 @pytest.mark.parametrize('transpose', [False, True])
 def test_taps_form_skips_products_of_padding(transpose):
   """On SEGAN's shortest layers about half of im2col's products multiply

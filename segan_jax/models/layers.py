@@ -89,6 +89,109 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int,
       dimension_numbers=('NWC', 'WIO', 'NWC'))
 
 
+# Long, big stride-1 convs run as three half-size convs (`_karatsuba_conv`),
+# recursively: evaluated alone (inference) KARATSUBA_LEVELS deep (9/16 of
+# the multiplies at 2; G's forward 12 % faster by A/B, BENCHMARKS.md);
+# under differentiation KARATSUBA_TRAIN_LEVELS deep, forward and gradient
+# (1 level gave the train step 0-5 %, within this VM's noise, for 9 s more
+# compilation; 2 levels were slower). Only convs of at least
+# KARATSUBA_MIN_OUT_LENGTH output samples (shorter halves leave XLA:CPU's
+# fast conv path) and KARATSUBA_MIN_MACS multiply-adds (below, the extra
+# element-wise passes and compile time outweigh the saved quarter).
+KARATSUBA_MIN_OUT_LENGTH = 64
+KARATSUBA_MIN_MACS = 2**22
+KARATSUBA_LEVELS = 2
+KARATSUBA_TRAIN_LEVELS = 0
+
+
+def _karatsuba_conv(x: jax.Array, kernel: jax.Array,
+                    padding: tuple[int, int], levels: int = 1) -> jax.Array:
+  """A stride-1 conv (NWC/WIO) from three half-size convs: 3/4 of the FLOPs.
+
+  Karatsuba's product of two polynomials split into even and odd
+  coefficients, applied to the correlation ``y[m] = sum_j x[m + j] @ w[j]``:
+  with the even/odd samples and taps ``x_e, x_o, w_e, w_o`` and ``A = x_e *
+  w_e``, ``B = x_o * w_o``, ``C = (x_o + x_e[1:]) * (w_e + w_o)`` (stride-1
+  correlations of half the length with half the taps, each 1/4 of the
+  work), ``y_even = A + B`` and ``y_odd = C - B - A[1:]``. Exact in real
+  arithmetic; in float32 it differs from one conv by rounding (~1e-6
+  relative, tested). XLA:CPU runs these convs at the same GFLOP/s as the
+  full one, so the saved quarter of the multiplies is saved time (see
+  BENCHMARKS.md); its gradients are the same three convs transposed. The
+  half-size convs split again while ``levels`` allows and they are long
+  enough: 9/16 of the FLOPs at two levels.
+  """
+  batch, length, cin = x.shape
+  kernel_size, _, cout = kernel.shape
+  out_length = _conv_out_length(length, kernel_size, 1, padding)
+  half_out, half_taps = -(-out_length // 2), -(-kernel_size // 2)
+  # An even number of taps (a zero tap last), and x cropped or padded to
+  # exactly the 2 * (half_out + half_taps) samples the halves read.
+  kernel = jnp.pad(kernel, ((0, 2 * half_taps - kernel_size), (0, 0), (0, 0)))
+  x = lax.pad(x, jnp.zeros((), x.dtype),
+              ((0, 0, 0),
+               (padding[0], 2 * (half_out + half_taps) - length - padding[0],
+                0),
+               (0, 0, 0)))
+  x = x.reshape(batch, half_out + half_taps, 2, cin)
+  x_even, x_odd = x[:, :, 0], x[:, :, 1]
+  kernel = kernel.reshape(half_taps, 2, cin, cout)
+  w_even, w_odd = kernel[:, 0], kernel[:, 1]
+
+  def half_conv(x, w):
+    return _karatsuba_or_xla_conv(x, w, (0, 0), levels - 1)
+
+  a = half_conv(x_even, w_even)    # half_out + 1 samples
+  b = half_conv(x_odd[:, :-1], w_odd)
+  c = half_conv(x_odd[:, :-1] + x_even[:, 1:], w_even + w_odd)
+  y_even = a[:, :-1] + b
+  y_odd = c - b - a[:, 1:]
+  y = jnp.stack([y_even, y_odd], axis=2).reshape(batch, 2 * half_out, cout)
+  return y[:, :out_length]
+
+
+def _karatsuba_or_xla_conv(x: jax.Array, kernel: jax.Array,
+                           padding: tuple[int, int], levels: int) -> jax.Array:
+  """`_karatsuba_conv` from KARATSUBA_MIN_OUT_LENGTH on, else XLA's conv.
+
+  float32 only: in bfloat16 the rounding of the sums (and of A, B, C before
+  ``C - B - A``) would add error a plain conv does not have, and bfloat16 is
+  for accelerators, whose convs are fast as they are.
+  """
+  kernel_size, cin, cout = kernel.shape
+  out_length = _conv_out_length(x.shape[1], kernel_size, 1, padding)
+  macs = x.shape[0] * out_length * kernel_size * cin * cout
+  if (levels > 0 and kernel_size > 1 and
+      out_length >= KARATSUBA_MIN_OUT_LENGTH and
+      macs >= KARATSUBA_MIN_MACS and
+      x.dtype == jnp.float32 and kernel.dtype == jnp.float32):
+    return _karatsuba_conv(x, kernel, padding, levels)
+  return _xla_conv(x, kernel, 1, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _stride1_conv(x: jax.Array, kernel: jax.Array,
+                  padding: tuple[int, int]) -> jax.Array:
+  """A stride-1 conv, KARATSUBA_LEVELS deep (TRAIN_LEVELS when differentiated)."""
+  return _karatsuba_or_xla_conv(x, kernel, padding, KARATSUBA_LEVELS)
+
+
+def _stride1_conv_fwd(x, kernel, padding):
+  return (_karatsuba_or_xla_conv(x, kernel, padding, KARATSUBA_TRAIN_LEVELS),
+          (x, kernel))
+
+
+def _stride1_conv_bwd(padding, residuals, cotangent):
+  x, kernel = residuals
+  # Only the gradient is used; XLA removes the recomputed forward.
+  _, vjp = jax.vjp(lambda x, w: _karatsuba_or_xla_conv(
+      x, w, padding, KARATSUBA_TRAIN_LEVELS), x, kernel)
+  return vjp(cotangent)
+
+
+_stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)
+
+
 def _phase_conv(x: jax.Array, kernel: jax.Array, stride: int,
                 padding: tuple[int, int]) -> jax.Array:
   """The strided conv as one stride-1 conv over the input's phases.
@@ -110,14 +213,22 @@ def _phase_conv(x: jax.Array, kernel: jax.Array, stride: int,
   lo = padding[0]
   xp = lax.pad(x, jnp.zeros((), x.dtype),
                ((0, 0, 0), (lo, padded_length - length - lo, 0), (0, 0, 0)))
-  return _xla_conv(xp.reshape(batch, padded_length // stride, stride * cin),
-                   kernel.reshape(taps, stride * cin, cout), 1, (0, 0))
+  return _stride1_conv(xp.reshape(batch, padded_length // stride,
+                                  stride * cin),
+                       kernel.reshape(taps, stride * cin, cout), (0, 0))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_phase_grad(x, kernel, stride, padding):
-  """XLA's strided conv forward (fastest there); gradient via _phase_conv."""
-  return _xla_conv(x, kernel, stride, padding)
+  """A strided conv by the fastest form for how it is used.
+
+  Evaluated alone (inference, or a forward no gradient flows through): the
+  phase form, whose Karatsuba stride-1 convs do 3/4 (or 9/16) of the
+  multiplies. Under differentiation: XLA's strided conv forward (the phase
+  form's forward and backward together were slower over the train step),
+  and the gradient of the phase form.
+  """
+  return _phase_conv(x, kernel, stride, padding)
 
 
 def _conv_phase_grad_fwd(x, kernel, stride, padding):
@@ -259,7 +370,7 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   taps = phase_kernel.shape[0]
   padding = (-d_min, d_min + taps - 1)
   if impl == 'polyphase':
-    y = conv1d(x, phase_kernel, 1, padding, impl='xla')
+    y = _stride1_conv(x, phase_kernel, padding)
   elif impl == 'im2col':
     y = conv1d(x, phase_kernel, 1, padding, impl='im2col')
   else:

@@ -174,6 +174,35 @@ def test_long_stride1_convs_take_the_karatsuba_form():
   assert _conv_count(conv, x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == 1
 
 
+@pytest.mark.parametrize('kernel_size,padding',
+                         [(16, (7, 8)), (16, (0, 0)), (3, (5, 0)),
+                          (8, (-2, 3))])
+def test_channels_first_conv_matches_lax(kernel_size, padding):
+  """Few output channels: one matmul over the input channels, then the
+  taps' shifted outputs summed; values and gradients equal the conv's."""
+  fast = lambda x, w: layers._channels_first_conv(x, w, padding)
+  plain = lambda x, w: lax.conv_general_dilated(
+      lax.pad(x, 0.0, ((0, 0, 0), (*padding, 0), (0, 0, 0))), w, (1,),
+      ((0, 0),), dimension_numbers=DN)
+  for length, cout in ((41, 2), (70, 1)):
+    x, w = _inputs(2, length, 6, cout, kernel_size)
+    _assert_same_with_grads(fast, plain, x, w)
+
+
+def test_last_decoder_layer_takes_the_channels_first_form_alone():
+  """SEGAN's 1-channel output layer: no conv when evaluated alone, XLA's
+  conv when differentiated; same values either way."""
+  x, w = _inputs(2, 128, 8, 1, 31)
+  fast = lambda x, w: layers.conv_transpose1d(x, w, 2)
+  assert _conv_count(fast, x, w) == 0
+  assert _conv_count(lambda x, w: jax.vjp(fast, x, w)[0], x, w) == 1
+  np.testing.assert_allclose(jax.jit(fast)(x, w),
+                             _lax_conv_transpose(x, w, 2), rtol=1e-5,
+                             atol=1e-5)
+  _assert_same_with_grads(fast, lambda x, w: _lax_conv_transpose(x, w, 2),
+                          x, w)
+
+
 @pytest.mark.parametrize('transpose', [False, True])
 def test_long_layers_match_lax_alone_and_differentiated(monkeypatch,
                                                        transpose):

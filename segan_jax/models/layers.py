@@ -150,6 +150,34 @@ def _karatsuba_conv(x: jax.Array, kernel: jax.Array,
   return y[:, :out_length]
 
 
+# Evaluated alone (inference), float32 stride-1 convs with at most this many
+# output channels (SEGAN's last decoder layer: 1 channel, 2 phases) contract
+# the input channels first (`_channels_first_conv`); G's forward 192 -> 183
+# ms by A/B. Not under differentiation: the train step was 2 % slower.
+CHANNELS_FIRST_MAX_FEATURES = 2
+
+
+def _channels_first_conv(x: jax.Array, kernel: jax.Array,
+                         padding: tuple[int, int]) -> jax.Array:
+  """A stride-1 conv with few output channels: one matmul, then shifted sums.
+
+  ``z[t, k] = x[t] @ w[k]`` for all taps at once (a ``[B*L, Cin] @ [Cin,
+  K*Cout]`` matmul), then ``y[m] = sum_k z[m + k - pad, k]``, one fused
+  pass. XLA:CPU's conv ran SEGAN's 2-channel polyphase output layer at
+  ~14 GFLOP/s (12 ms at batch 8); this form takes ~2 ms.
+  """
+  batch, length, cin = x.shape
+  kernel_size, _, cout = kernel.shape
+  out_length = _conv_out_length(length, kernel_size, 1, padding)
+  z = lax.dot_general(
+      x, kernel.transpose(1, 0, 2).reshape(cin, kernel_size * cout),
+      (((2,), (0,)), ((), ())))
+  z = lax.pad(z.reshape(batch, length, kernel_size, cout),
+              jnp.zeros((), z.dtype),
+              ((0, 0, 0), (padding[0], padding[1], 0), (0, 0, 0), (0, 0, 0)))
+  return sum(z[:, k:k + out_length, k] for k in range(kernel_size))
+
+
 def _karatsuba_or_xla_conv(x: jax.Array, kernel: jax.Array,
                            padding: tuple[int, int], levels: int) -> jax.Array:
   """`_karatsuba_conv` from KARATSUBA_MIN_OUT_LENGTH on, else XLA's conv.
@@ -172,7 +200,11 @@ def _karatsuba_or_xla_conv(x: jax.Array, kernel: jax.Array,
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _stride1_conv(x: jax.Array, kernel: jax.Array,
                   padding: tuple[int, int]) -> jax.Array:
-  """A stride-1 conv, KARATSUBA_LEVELS deep (TRAIN_LEVELS when differentiated)."""
+  """A stride-1 conv: alone, `_channels_first_conv` for few output channels,
+  else KARATSUBA_LEVELS deep; differentiated, KARATSUBA_TRAIN_LEVELS deep."""
+  if (kernel.shape[-1] <= CHANNELS_FIRST_MAX_FEATURES and
+      kernel.shape[0] > 1 and x.dtype == jnp.float32):
+    return _channels_first_conv(x, kernel, padding)
   return _karatsuba_or_xla_conv(x, kernel, padding, KARATSUBA_LEVELS)
 
 

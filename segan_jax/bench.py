@@ -10,7 +10,9 @@ networks, then measures, after compilation / warm-up:
   (b) the full GAN train step (D update, then G update): examples/s;
   (c) both for PyTorch (skipped with --skip_torch or when torch is absent);
   (d) JAX/PyTorch ratios and achieved GFLOP/s against FLOPs counted from the
-      layer shapes (`count_flops`).
+      layer shapes (`count_flops`: a direct conv's multiplies; JAX's G
+      inference does ~60 % of them, by Karatsuba's form of its long
+      layers, so its figure is an effective rate).
 By default (--order=blocked) each workload runs its first call, warm-up
 and timed repeats back to back, JAX's before PyTorch's, as a job that uses
 one framework would; --order=alternate makes them take turns inside each

@@ -28,10 +28,11 @@ def same_padding(kernel_size: int) -> tuple[int, int]:
 # Which form computes a convolution (see `conv1d` and `conv_transpose1d`):
 # 'auto' picks per layer from its shapes; 'xla' is lax's convolution as is;
 # 'im2col' is strided slices + one matmul; 'phases' (strided convs only) is
-# XLA's conv forward with the gradient of the same conv rewritten as a
-# stride-1 conv over the input's phases; 'polyphase' (transposed convs only)
-# is one stride-1 XLA conv over the input whose output channels hold the
-# phases; 'taps' is a few batched matmuls over groups of kernel taps,
+# the conv rewritten as a stride-1 conv over the input's phases (under
+# differentiation: XLA's conv forward, the phase form's gradient);
+# 'polyphase' (transposed convs only) is one stride-1 conv over the input
+# whose output channels hold the phases; both stride-1 convs are XLA's, or
+# when evaluated alone `_karatsuba_conv` / `_channels_first_conv`; 'taps' is a few batched matmuls over groups of kernel taps,
 # computing only the products that touch the signal, added where they land.
 # All give the same numbers to float rounding, with the same [K, Cin, Cout]
 # kernels.

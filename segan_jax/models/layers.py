@@ -32,10 +32,10 @@ def same_padding(kernel_size: int) -> tuple[int, int]:
 # differentiation: XLA's conv forward, the phase form's gradient);
 # 'polyphase' (transposed convs only) is one stride-1 conv over the input
 # whose output channels hold the phases; both stride-1 convs are XLA's, or
-# when evaluated alone `_karatsuba_conv` / `_channels_first_conv`; 'taps' is a few batched matmuls over groups of kernel taps,
-# computing only the products that touch the signal, added where they land.
-# All give the same numbers to float rounding, with the same [K, Cin, Cout]
-# kernels.
+# when evaluated alone `_karatsuba_conv` / `_channels_first_conv`; 'taps'
+# is a few batched matmuls over groups of kernel taps, computing only the
+# products that touch the signal, added where they land. All give the same
+# numbers to float rounding, with the same [K, Cin, Cout] kernels.
 IMPLS = ('auto', 'xla', 'im2col', 'phases', 'polyphase', 'taps')
 
 # XLA:CPU's convolution (and its gradient) leaves its fast path on short
@@ -290,7 +290,8 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
   'taps' from TAPS_MIN_ROWS output rows (batch x length) on, which skips
   the products of padding that im2col (``[B*Lout, K*Cin] @ [K*Cin, Cout]``)
   computes, else im2col (one big matmul beats several small ones).
-  Longer strided convs use 'phases': the same forward, a faster backward.
+  Longer strided convs use 'phases': a faster backward and, evaluated
+  alone, a forward with fewer multiplies (`_karatsuba_conv`).
   """
   kernel_size = kernel.shape[0]
   out_length = _conv_out_length(x.shape[1], kernel_size, stride, padding)

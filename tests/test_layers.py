@@ -124,10 +124,10 @@ def test_polyphase_kernel_holds_the_taps_of_each_phase(kernel_size, stride):
       np.testing.assert_array_equal(got[j, :, 2 * r:2 * r + 2], want)
 
 
-@pytest.mark.parametrize('levels', [1, 2, 3])
-@pytest.mark.parametrize('kernel_size,padding',
-                         [(16, (0, 0)), (15, (7, 8)), (31, (15, 15)),
-                          (2, (0, 0)), (3, (5, 0)), (8, (-2, 3))])
+@pytest.mark.parametrize('levels,kernel_size,padding',
+                         [(1, 16, (0, 0)), (2, 16, (0, 0)), (2, 15, (7, 8)),
+                          (3, 31, (15, 15)), (1, 2, (0, 0)), (2, 3, (5, 0)),
+                          (2, 8, (-2, 3))])
 def test_karatsuba_conv_matches_lax(monkeypatch, levels, kernel_size,
                                     padding):
   """Karatsuba's three half-size convs (recursively) give the stride-1 conv."""

@@ -256,6 +256,11 @@ def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
           'z': z.astype(np.float32)}
 
 
+def _check_order(order: str) -> None:
+  if order not in ORDERS:
+    raise ValueError(f'order must be one of {ORDERS}, got {order!r}')
+
+
 def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
              steps: int, order: str = 'blocked'
              ) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -264,8 +269,7 @@ def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
   'alternate': each repeat runs every workload once, in turn. 'blocked':
   each workload runs its warm-up and repeats back to back, then the next.
   """
-  if order not in ORDERS:
-    raise ValueError(f'order must be one of {ORDERS}, got {order!r}')
+  _check_order(order)
   if order == 'blocked':
     first, times = {}, {}
     for name, fn in workloads.items():
@@ -290,6 +294,7 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         skip_train: bool = False, order: str = 'blocked',
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json."""
+  _check_order(order)  # Before minutes of compilation, not after.
   layers.set_default_impl(layers_impl)
   config = Config(model_size=model_size, batch_size=batch_size,
                   parallelism='none')

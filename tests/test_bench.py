@@ -88,3 +88,11 @@ def test_measure_order(order, expected):
   assert [len(t) for t in times.values()] == [2, 2]
   with pytest.raises(ValueError, match='order'):
     bench._measure(workloads, 1, 1, order='random')
+
+
+def test_run_rejects_a_bad_order_before_building_anything(monkeypatch):
+  def must_not_run(*args, **kwargs):
+    raise AssertionError('built models before checking the order')
+  monkeypatch.setattr(bench, '_data', must_not_run)
+  with pytest.raises(ValueError, match='order must be one of'):
+    bench.run(model_size='tiny', order='random', log=lambda _: None)

@@ -92,7 +92,7 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int,
 
 # Long, big stride-1 convs run as three half-size convs (`_karatsuba_conv`),
 # recursively: evaluated alone (inference) KARATSUBA_LEVELS deep (9/16 of
-# the multiplies at 2; G's forward 12 % faster by A/B, BENCHMARKS.md);
+# the multiplies at 2; G's forward 12-15 % faster by A/B, BENCHMARKS.md);
 # under differentiation KARATSUBA_TRAIN_LEVELS deep, forward and gradient
 # (1 level gave the train step 0-5 %, within this VM's noise, for 9 s more
 # compilation; 2 levels were slower). Only convs of at least

@@ -103,22 +103,31 @@ class Enhancer:
     model = train_state.make_generator(config)
     latent = train_state.latent_shape(config) if config.use_z else None
 
-    def apply(params, noisy, window_index):
+    def apply(variables, noisy, window_index):
       z = None
       if latent is not None:
         # The paper samples z at test time too: seeded, and keyed by window
         # so the output does not depend on batching or block sizes.
         z = models.sample_latent(self.rng, window_index, latent)
-      return model.apply({'params': params}, noisy, z)
+      return model.apply(variables, noisy, z)
 
     strategy = self.strategy
     self._apply = jax.jit(apply, in_shardings=(
         strategy.replicated, strategy.batch_sharding, strategy.batch_sharding))
-    self.params = strategy.put_state(generator.params)
+    self._model = model
+    self._example_z = (None if latent is None else
+                       np.zeros((batch_size,) + tuple(latent), np.float32))
+    self.set_params(generator.params)
 
   def set_params(self, params: Any) -> None:
-    """Swaps in other parameters of the same model (no recompilation)."""
-    self.params = self.strategy.put_state(params)
+    """Swaps in other parameters of the same model (no recompilation).
+
+    The short layers' kernels are re-laid out here once
+    (`models.prepare_inference`), not on every batch.
+    """
+    example = np.zeros((self.batch_size, self.window), np.float32)
+    self.variables = self.strategy.put_state(models.prepare_inference(
+        self._model, params, example, self._example_z))
 
   def enhance_windows(self, windows: np.ndarray,
                       indices: np.ndarray | None = None) -> np.ndarray:
@@ -138,7 +147,7 @@ class Enhancer:
         batch = np.pad(batch, ((0, self.batch_size - count), (0, 0)))
         index = np.pad(index, (0, self.batch_size - count))
       batch, index = self.strategy.put_batch((batch, index))
-      out.append(np.asarray(self._apply(self.params, batch, index))[:count])
+      out.append(np.asarray(self._apply(self.variables, batch, index))[:count])
     return np.concatenate(out) if out else np.zeros((0, self.window),
                                                     np.float32)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from segan_jax import models
 from segan_jax.models import layers
 
 DN = ('NWC', 'WIO', 'NWC')
@@ -244,6 +245,52 @@ def test_taps_form_skips_products_of_padding(transpose):
   assert len(groups) <= layers.TAP_GROUPS
   assert needed <= computed <= 1.1 * needed
   assert needed < 0.55 * everything
+
+
+def test_prepared_kernel_pieces_give_the_same_output_without_the_split():
+  """prepare_inference stores the short layers' kernel splits; applying G
+  with them gives the same output, and its program no longer copies them."""
+  gen = models.Generator(encoder_features=(4, 8, 8, 16), kernel_size=31)
+  noisy = jax.random.normal(jax.random.key(1), (8, 256))
+  z = jax.random.normal(jax.random.key(2), (8, 16, 16))
+  initialized = gen.init(jax.random.key(0), noisy, z)
+  assert list(initialized) == ['params']  # no pieces made at init
+  params = initialized['params']
+  variables = layers.prepare_inference(gen, params, noisy, z)
+  prepared = variables[layers.PREPARED]
+  # 16 and 32 input samples: the 'taps' form (enc_3's 16 outputs x batch 8
+  # also reach TAPS_MIN_ROWS); the longer layers use their kernels whole.
+  assert sorted(prepared) == ['dec_0', 'dec_1', 'enc_3']
+  pieces = prepared['dec_0']['kernel_pieces']
+  np.testing.assert_array_equal(np.concatenate(pieces),
+                                params['dec_0']['kernel'])
+  assert len(pieces) > 1
+  apply = jax.jit(gen.apply)
+  np.testing.assert_array_equal(apply(variables, noisy, z),
+                                apply({'params': params}, noisy, z))
+  # The split is gone from the prepared program: nothing computes arrays
+  # shaped like the pieces (the plain program slices them out of the kernel).
+  def computed_pieces(v):
+    hlo = apply.lower(v, noisy, z).compile().as_text()
+    return [line for line in hlo.splitlines()
+            if any(f'= f32[{",".join(map(str, p.shape))}]' in line
+                   for p in pieces) and 'parameter(' not in line]
+  assert computed_pieces({'params': params})
+  assert not computed_pieces(variables)
+  # Another batch size may split differently or not at all: still correct.
+  small = noisy[:1], z[:1]
+  np.testing.assert_allclose(apply(variables, *small),
+                             apply({'params': params}, *small), atol=1e-6)
+
+
+def test_wrong_kernel_pieces_are_refused():
+  x, w = _inputs(8, 16, 4, 5, 31)
+  sizes = layers.conv_transpose1d_kernel_split(x.shape, w.shape, 2)
+  assert sizes is not None and sum(sizes) == 31
+  wrong = lax.split(w, [1, 30], axis=0)
+  with pytest.raises(ValueError, match='do not split'):
+    layers.conv_transpose1d(x, w, 2, kernel_pieces=wrong)
+  assert layers.conv_transpose1d_kernel_split((8, 64, 4), w.shape, 2) is None
 
 
 @pytest.mark.parametrize('length', [8, 64])

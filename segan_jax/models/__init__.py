@@ -5,3 +5,4 @@ from segan_jax.models.generator import (PAPER_FEATURES, Generator,
                                         decoder_features, latent_shape,
                                         sample_latent)
 from segan_jax.models.gan import GanDiscriminator, GanGenerator
+from segan_jax.models.layers import PREPARED, prepare_inference

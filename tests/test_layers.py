@@ -277,6 +277,13 @@ def test_prepared_kernel_pieces_give_the_same_output_without_the_split():
                    for p in pieces) and 'parameter(' not in line]
   assert computed_pieces({'params': params})
   assert not computed_pieces(variables)
+  # Other parameters (Enhancer.set_params per checkpoint): no recompile.
+  compiled = layers._prepared_pieces._cache_size()
+  shifted = jax.tree.map(lambda p: p + 1.0, params)
+  again = layers.prepare_inference(gen, shifted, noisy, z)[layers.PREPARED]
+  assert layers._prepared_pieces._cache_size() == compiled
+  np.testing.assert_array_equal(again['dec_0']['kernel_pieces'][0],
+                                pieces[0] + 1.0)
   # Another batch size may split differently or not at all: still correct.
   small = noisy[:1], z[:1]
   np.testing.assert_allclose(apply(variables, *small),

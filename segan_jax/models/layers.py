@@ -688,7 +688,7 @@ class ConvTranspose1D(_StridedConv):
 
 
 def prepare_inference(model: nn.Module, params: Any, *example_args: Any,
-            **example_kwargs: Any) -> dict[str, Any]:
+                      **example_kwargs: Any) -> dict[str, Any]:
   """Variables for applying ``model`` without re-laying kernels out per call.
 
   Returns ``{'params': params, PREPARED: ...}``: the kernel splits of the
@@ -700,13 +700,18 @@ def prepare_inference(model: nn.Module, params: Any, *example_args: Any,
   fall back to splitting per call. For inference: gradients do not flow
   into the pieces. Compiles only the splits (XLA drops the unused forward).
   """
-  def pieces(params, args, kwargs):
-    _, state = model.apply({'params': params}, *args, mutable=[PREPARED],
-                           **kwargs)
-    return state.get(PREPARED, {})
-
   return {'params': params,
-          PREPARED: jax.jit(pieces)(params, example_args, example_kwargs)}
+          PREPARED: _prepared_pieces(model, params, example_args,
+                                     example_kwargs)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prepared_pieces(model, params, args, kwargs):
+  """The PREPARED collection after one apply (compiled once per model and
+  input shapes: `Enhancer.set_params` calls it per checkpoint)."""
+  _, state = model.apply({'params': params}, *args, mutable=[PREPARED],
+                         **kwargs)
+  return state.get(PREPARED, {})
 
 
 class PReLU(nn.Module):

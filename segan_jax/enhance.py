@@ -115,8 +115,11 @@ class Enhancer:
     self._apply = jax.jit(apply, in_shardings=(
         strategy.replicated, strategy.batch_sharding, strategy.batch_sharding))
     self._model = model
-    self._example_z = (None if latent is None else
-                       np.zeros((batch_size,) + tuple(latent), np.float32))
+    # Shapes only: what `prepare_inference` splits kernels for.
+    self._example_inputs = (
+        np.zeros((batch_size, self.window), np.float32),
+        None if latent is None else np.zeros((batch_size,) + tuple(latent),
+                                             np.float32))
     self.set_params(generator.params)
 
   def set_params(self, params: Any) -> None:
@@ -125,9 +128,8 @@ class Enhancer:
     The short layers' kernels are re-laid out here once
     (`models.prepare_inference`), not on every batch.
     """
-    example = np.zeros((self.batch_size, self.window), np.float32)
     self.variables = self.strategy.put_state(models.prepare_inference(
-        self._model, params, example, self._example_z))
+        self._model, params, *self._example_inputs))
 
   def enhance_windows(self, windows: np.ndarray,
                       indices: np.ndarray | None = None) -> np.ndarray:

@@ -310,8 +310,8 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
   Longer strided convs use 'phases': a faster backward and, evaluated
   alone, a forward with fewer multiplies (`_karatsuba_conv`).
 
-  ``kernel_pieces``: the 'taps' form's split of the kernel, precomputed
-  (`conv1d_kernel_split`); other forms ignore it.
+  ``kernel_pieces``: the 'taps' form's split of the kernel, made once
+  outside (sizes from `conv1d_kernel_split`); other forms ignore it.
   """
   kernel_size = kernel.shape[0]
   out_length = _conv_out_length(x.shape[1], kernel_size, stride, padding)
@@ -406,8 +406,9 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   the long layers' small kernels). 'taps' (see `_grouped_taps`) reads
   the kernel as stored. 'auto': 'taps' up to TAPS_MAX_IN_LENGTH input
   samples, where XLA's conv is slow and kernels are big, else 'polyphase'.
-  ``kernel_pieces``: the 'taps' form's split of the kernel, precomputed
-  (`conv_transpose1d_kernel_split`); other forms ignore it.
+  ``kernel_pieces``: the 'taps' form's split of the kernel, made once
+  outside (sizes from `conv_transpose1d_kernel_split`); other forms ignore
+  it.
   """
   impl = _conv_transpose1d_impl(x.shape[1], impl)
   if impl == 'xla':
@@ -539,7 +540,7 @@ def _grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
 
   The kernel's split into the groups' taps is a copy in XLA (the whole
   kernel: 130 MB for SEGAN's dec_0). ``kernel_pieces``, that split made once
-  outside (`conv1d_kernel_split`), saves it on every call.
+  outside (`prepare_inference`), saves it on every call.
   """
   batch, length, cin = x.shape
   kernel_size, _, features = kernel.shape

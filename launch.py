@@ -37,12 +37,20 @@ def run(mode: str) -> None:
     config = f.config_from_flags()
     result = train.train_and_evaluate(config, f.WORKDIR.value)
     print(logging_utils.training_summary(config, f.WORKDIR.value, result))
+    if result.get('best'):
+      from segan_jax import checkpoints
+      best = result['best']
+      print(f'  best:        step {best["step"]}, {best["metric"]} '
+            f'{best["value"]:.4g} in {checkpoints.best_dir(f.WORKDIR.value)} '
+            '(enhance and evaluate use it by default)')
     return
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
     # Checked before the checkpoint is loaded: a usage slip answers at once.
     raise ValueError('--mode=enhance needs --input and --output')
+  # The best checkpoint (--keep_best) by default, else the latest.
   generator = enhance.restore_generator(f.WORKDIR.value,
                                         f.CHECKPOINT_STEP.value)
+  print(f'Using the {generator.source} of {f.WORKDIR.value}.', flush=True)
   if mode == 'enhance':
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
                                 seed=f.SEED.value,
@@ -56,8 +64,8 @@ def run(mode: str) -> None:
 
     written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value,
                                     on_error=report)
-    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with step '
-          f'{generator.step} of {f.WORKDIR.value}' +
+    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with the '
+          f'{generator.source} of {f.WORKDIR.value}' +
           (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
     if failed:
       sys.exit(2)

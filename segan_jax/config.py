@@ -23,6 +23,11 @@ NAN_POLICIES = ('stop', 'skip_step')
 MODELS = ('segan', 'autoencoder', 'gan')
 RECONSTRUCTION_LOSSES = ('l1', 'l2')
 GAN_LOSSES = ('bce', 'lsgan')
+OPTIMIZERS = ('rmsprop', 'adam')
+SKIP_CONNECTIONS = ('preactivation', 'activation')
+KERNEL_INITS = ('truncated_normal', 'xavier_uniform')
+KEEP_BEST_METRICS = ('val_pesq', 'val_stoi', 'val_csig', 'val_cbak', 'val_covl',
+                     'val_ssnr')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,16 @@ class Config:
   kernel_size: int | None = None
   window_size: int | None = None
   use_z: bool = True  # SEGAN's latent z (the autoencoder never has one)
+  # Where G's skip connections are taken: before the encoder's PReLU (as in
+  # santi-pdp/segan) or after it.
+  skip_connections: str = 'preactivation'
+  # G outputs noisy + correction (its last layer starts at zero, so an
+  # untrained G is the identity) instead of tanh of its last layer.
+  residual: bool = False
+  # Conv kernels: truncated normal, std 0.02 (santi-pdp/segan) or Xavier.
+  kernel_init: str = 'truncated_normal'
+  # D's channels per layer (None: the same as G's encoder).
+  discriminator_features: tuple[int, ...] | None = None
   # autoencoder: its training loss; gan: its loss and latent size.
   reconstruction_loss: str = 'l1'
   gan_loss: str = 'bce'
@@ -55,7 +70,38 @@ class Config:
   batch_size: int = 400
   seed: int = 0
   learning_rate: float = 2e-4
+  # rmsprop: TF1 semantics (decay 0.9, eps 1e-10, accumulators start at 1),
+  # as the paper's code; adam: Adam with beta1 = adam_b1.
+  optimizer: str = 'rmsprop'
+  adam_b1: float = 0.5
+  # Steps of linear learning-rate warm-up (0: none) and a cosine decay to
+  # lr_final_fraction * learning_rate at the end of training (1.0: constant).
+  warmup_steps: int = 0
+  lr_final_fraction: float = 1.0
   l1_weight: float = 100.0
+  # G's loss: adversarial_weight * LSGAN + l1_weight * L1 +
+  # stft_weight * multi-resolution STFT magnitude loss.
+  adversarial_weight: float = 1.0
+  stft_weight: float = 0.0
+
+  # On-the-fly augmentation of training windows, a pure function of
+  # (seed, step, position in the batch); all off by default (the paper's).
+  # remix: with this probability a window's clean speech is mixed with the
+  # noise (noisy - clean) of another window, scaled by a gain drawn
+  # uniformly in remix_gain_db (dB).
+  remix_prob: float = 0.0
+  remix_gain_db: tuple[float, float] = (-5.0, 5.0)
+  # gain: noisy and clean scaled together by a gain uniform in +-gain_db dB.
+  gain_db: float = 0.0
+  # speed: the clean speech resampled by a factor uniform in speed_range
+  # (pitch and tempo together), with probability speed_prob.
+  speed_prob: float = 0.0
+  speed_range: tuple[float, float] = (0.9, 1.1)
+
+  # Start G (and D when both runs have one) from another run's checkpoint:
+  # 'WORKDIR' (its latest) or 'WORKDIR:STEP'. Ignored once this run has a
+  # checkpoint of its own (it then resumes from that).
+  init_from: str | None = None
   vbn_reference_size: int = 32
 
   checkpoint_every_epochs: int = 5
@@ -63,6 +109,9 @@ class Config:
   log_every_steps: int = 50
   # Files of the validation split enhanced and scored at each checkpoint.
   validation_files: int = 4
+  # Keep the checkpoint with the best value of this validation metric
+  # (e.g. val_pesq) as WORKDIR/best; enhance and evaluate use it by default.
+  keep_best: str | None = None
   parallelism: str = 'auto'
   # What a non-finite loss or gradient does: stop (keeping the last good
   # checkpoint) or skip_step (the update is dropped, training goes on).
@@ -72,7 +121,10 @@ class Config:
     for name, known in (('model', MODELS), ('model_size', MODEL_SIZES),
                         ('reconstruction_loss', RECONSTRUCTION_LOSSES),
                         ('gan_loss', GAN_LOSSES), ('parallelism', PARALLELISM),
-                        ('nan_policy', NAN_POLICIES)):
+                        ('nan_policy', NAN_POLICIES),
+                        ('optimizer', OPTIMIZERS),
+                        ('skip_connections', SKIP_CONNECTIONS),
+                        ('kernel_init', KERNEL_INITS)):
       if getattr(self, name) not in known:
         raise ValueError(f'unknown {name} {getattr(self, name)!r}; known: '
                          f'{", ".join(known)}')
@@ -82,6 +134,23 @@ class Config:
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+    if self.keep_best is not None and self.keep_best not in KEEP_BEST_METRICS:
+      raise ValueError(f'unknown keep_best {self.keep_best!r}; known: '
+                       f'{", ".join(KEEP_BEST_METRICS)}')
+    for name in ('remix_gain_db', 'speed_range'):
+      low, high = (float(v) for v in getattr(self, name))
+      if low > high:
+        raise ValueError(f'{name} must be (low, high) with low <= high, got '
+                         f'{getattr(self, name)}')
+      object.__setattr__(self, name, (low, high))
+    if min(self.speed_range) <= 0:
+      raise ValueError(f'speed_range must be positive, got {self.speed_range}')
+    for name in ('remix_prob', 'speed_prob'):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
+    if self.discriminator_features is not None:
+      object.__setattr__(self, 'discriminator_features',
+                         tuple(int(f) for f in self.discriminator_features))
     if self.encoder_features is not None:
       object.__setattr__(self, 'encoder_features',
                          tuple(int(f) for f in self.encoder_features))
@@ -93,6 +162,15 @@ class Config:
   @property
   def features(self) -> tuple[int, ...]:
     return self.encoder_features or MODEL_SIZES[self.model_size][0]
+
+  @property
+  def d_features(self) -> tuple[int, ...]:
+    return self.discriminator_features or self.features
+
+  @property
+  def augments(self) -> bool:
+    """Whether any training augmentation is on."""
+    return bool(self.remix_prob or self.gain_db or self.speed_prob)
 
   @property
   def kernel(self) -> int:
@@ -116,7 +194,11 @@ class Config:
   def model_signature(self) -> dict[str, Any]:
     """What a checkpoint's parameters depend on (checked when restoring)."""
     signature = dict(model=self.model, features=list(self.features),
-                     kernel=self.kernel, window=self.window, use_z=self.use_z)
+                     kernel=self.kernel, window=self.window, use_z=self.use_z,
+                     skip_connections=self.skip_connections,
+                     residual=self.residual)
+    if self.model == 'segan':
+      signature['discriminator_features'] = list(self.d_features)
     if self.model == 'gan':
       signature['latent_dim'] = self.latent_dim
     return signature

@@ -43,40 +43,87 @@ EnhanceError = audio.AudioError
 
 @dataclasses.dataclass
 class Generator:
-  """A trained generator ready to apply: config, parameters and step."""
+  """A trained generator ready to apply: config, parameters and step.
+
+  ``source`` says which checkpoint it came from, for messages, e.g.
+  ``best checkpoint (step 1200, val_pesq 2.31)``.
+  """
 
   config: Config
   params: Any
   step: int
+  source: str = ''
 
 
-def restore_generator(workdir: str, step: int | None = None) -> Generator:
-  """Loads G's parameters from ``workdir``'s checkpoint ``step`` (default latest).
+def restore_generator(workdir: str, step: int | None = None,
+                      prefer_best: bool = True) -> Generator:
+  """Loads G's parameters from a checkpoint of ``workdir``.
 
-  The model is rebuilt from the config saved in the checkpoint, so no model
-  flags are needed.
+  ``step`` picks that checkpoint (also when only the copy kept as the best
+  is left of it). Without it: the run's best checkpoint (``WORKDIR/best``,
+  kept by --keep_best) when there is one and ``prefer_best``, else the
+  latest (or the newest one before it that can be read). The model is
+  rebuilt from the config saved in the checkpoint, so no model flags are
+  needed. ``Generator.source`` (also logged) says which checkpoint was used.
   """
+  if prefer_best or step is not None:
+    generator = _restore_best(workdir, step)
+    if generator is not None:
+      return generator
   ckpt = checkpoints.Checkpointer(workdir, create=False)
-
-  def load(step):
-    config = checkpoints.config_from_meta(ckpt.read_meta(step))
-    if config.model == 'gan':
-      raise checkpoints.CheckpointError(
-          f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
-          'than enhances; use a segan or autoencoder run')
-    template = jax.device_get(jax.eval_shape(
-        lambda: train_state.create_states(config, jax.random.key(0))))
-    states, _, _ = ckpt.restore(template, jax.random.key(0), config,
-                                step=step)
-    return Generator(config, states['g'].params, step)
-
   try:
     if step is not None:
-      return load(ckpt.resolve_step(step))
-    # The latest, or the newest one before it that can be read.
-    return ckpt.newest_readable(load, move_aside=False)
+      generator = _load_generator(ckpt, ckpt.resolve_step(step))
+      generator.source = f'checkpoint step {generator.step}'
+    else:
+      # The latest, or the newest one before it that can be read.
+      generator = ckpt.newest_readable(
+          lambda s: _load_generator(ckpt, s), move_aside=False)
+      generator.source = f'latest checkpoint (step {generator.step})'
   finally:
     ckpt.close()
+  logging.info('Restored G from the %s of %s.', generator.source, workdir)
+  return generator
+
+
+def _restore_best(workdir: str, step: int | None) -> Generator | None:
+  """G of WORKDIR/best (when ``step`` is None or the best's), else None."""
+  kept = checkpoints.best_checkpointer(workdir)
+  if kept is None:
+    return None
+  ckpt, best = kept
+  try:
+    if step is not None and (step != best['step'] or
+                             step in _own_steps(workdir)):
+      return None  # another step, or the run's own copy of it
+    generator = _load_generator(ckpt, best['step'])
+  except checkpoints.UnreadableCheckpointError as e:
+    logging.warning('%s; not using it.', e)
+    return None
+  finally:
+    ckpt.close()
+  generator.source = checkpoints.describe_best(best)
+  logging.info('Restored G from the %s of %s.', generator.source, workdir)
+  return generator
+
+
+def _own_steps(workdir: str) -> list[int]:
+  folder = checkpoints.checkpoint_dir(workdir)
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> Generator:
+  config = checkpoints.config_from_meta(ckpt.read_meta(step))
+  if config.model == 'gan':
+    raise checkpoints.CheckpointError(
+        f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
+        'than enhances; use a segan or autoencoder run')
+  template = jax.device_get(jax.eval_shape(
+      lambda: train_state.create_states(config, jax.random.key(0))))
+  states, _, _ = ckpt.restore(template, jax.random.key(0), config, step=step)
+  return Generator(config, states['g'].params, step)
 
 
 class Enhancer:

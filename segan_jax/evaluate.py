@@ -113,8 +113,9 @@ def evaluate_checkpoint(generator: enhance.Generator, source, *, results: str,
   else:  # reuse its compiled program (e.g. for validation during training)
     enhancer.set_params(generator.params)
   scored = enhance_and_score(enhancer, source, max_files, num_workers)
+  extra = {'checkpoint': generator.source} if generator.source else {}
   summary = summarize(scored['model'], scored['noisy'], step=generator.step,
-                      system=label)
+                      system=label, **extra)
   write_results(results, summary, scored['ids'],
                 {'noisy': scored['noisy'], 'model': scored['model']})
   table = format_table({'Noisy': summary['noisy'], label: summary})

@@ -116,6 +116,68 @@ PARALLELISM = flags.DEFINE_enum(
     'device mesh with NamedSharding.')
 
 
+SKIP_CONNECTIONS = flags.DEFINE_enum(
+    'skip_connections', _DEFAULT.skip_connections,
+    list(config_lib.SKIP_CONNECTIONS),
+    'G\'s skips: taken before the encoder\'s PReLU (as santi-pdp/segan) or '
+    'after it.')
+RESIDUAL = flags.DEFINE_bool(
+    'residual', _DEFAULT.residual,
+    'G outputs noisy + correction (identity at initialisation) instead of '
+    'tanh of its last layer.')
+KERNEL_INIT = flags.DEFINE_enum(
+    'kernel_init', _DEFAULT.kernel_init, list(config_lib.KERNEL_INITS),
+    'Conv kernel initialisation (truncated_normal: std 0.02, as '
+    'santi-pdp/segan).')
+DISCRIMINATOR_FEATURES = flags.DEFINE_list(
+    'discriminator_features', None,
+    'Override: D\'s channels per layer (default: those of G\'s encoder).')
+OPTIMIZER = flags.DEFINE_enum(
+    'optimizer', _DEFAULT.optimizer, list(config_lib.OPTIMIZERS),
+    'rmsprop: TF1 RMSProp (decay 0.9, eps 1e-10, accumulators start at 1), '
+    'as the paper\'s code; adam: Adam with beta1 --adam_b1.')
+ADAM_B1 = flags.DEFINE_float('adam_b1', _DEFAULT.adam_b1, 'adam: beta1.')
+WARMUP_STEPS = flags.DEFINE_integer(
+    'warmup_steps', _DEFAULT.warmup_steps,
+    'Steps of linear learning-rate warm-up (0: none).')
+LR_FINAL_FRACTION = flags.DEFINE_float(
+    'lr_final_fraction', _DEFAULT.lr_final_fraction,
+    'Cosine decay of the learning rate to this fraction of it at the last '
+    'step (1: constant).')
+ADVERSARIAL_WEIGHT = flags.DEFINE_float(
+    'adversarial_weight', _DEFAULT.adversarial_weight,
+    'Weight of the LSGAN term in G\'s loss.')
+STFT_WEIGHT = flags.DEFINE_float(
+    'stft_weight', _DEFAULT.stft_weight,
+    'Weight of the multi-resolution STFT magnitude loss in G\'s loss (and '
+    'the autoencoder\'s).')
+REMIX_PROB = flags.DEFINE_float(
+    'remix_prob', _DEFAULT.remix_prob,
+    'Augmentation: probability that a window\'s clean speech is mixed with '
+    'the noise of another window.')
+REMIX_GAIN_DB = flags.DEFINE_list(
+    'remix_gain_db', [str(v) for v in _DEFAULT.remix_gain_db],
+    'Augmentation: LOW,HIGH range (dB) of the remixed noise\'s gain.')
+GAIN_DB = flags.DEFINE_float(
+    'gain_db', _DEFAULT.gain_db,
+    'Augmentation: noisy and clean scaled by a gain uniform in +-this (dB).')
+SPEED_PROB = flags.DEFINE_float(
+    'speed_prob', _DEFAULT.speed_prob,
+    'Augmentation: probability that a window\'s clean speech is resampled '
+    '(speed and pitch) by a factor in --speed_range.')
+SPEED_RANGE = flags.DEFINE_list(
+    'speed_range', [str(v) for v in _DEFAULT.speed_range],
+    'Augmentation: LOW,HIGH speed factors.')
+INIT_FROM = flags.DEFINE_string(
+    'init_from', None,
+    'Warm start: WORKDIR or WORKDIR:STEP of another run whose G (and D) '
+    'start this one; ignored once this run has its own checkpoint.')
+KEEP_BEST = flags.DEFINE_enum(
+    'keep_best', None, list(config_lib.KEEP_BEST_METRICS),
+    'Keep the checkpoint with the best value of this validation metric in '
+    'WORKDIR/best; enhance and evaluate use it by default.')
+
+
 def config_from_flags() -> config_lib.Config:
   """The Config whose fields take the values of the flags of the same name."""
   values = {field.name: flags.FLAGS[field.name].value
@@ -126,6 +188,17 @@ def config_from_flags() -> config_lib.Config:
                                        for f in values['encoder_features'])
   else:
     values['encoder_features'] = None
+  if values.get('discriminator_features'):
+    values['discriminator_features'] = tuple(
+        int(f) for f in values['discriminator_features'])
+  else:
+    values['discriminator_features'] = None
+  for name in ('remix_gain_db', 'speed_range'):
+    if name in values:
+      if len(values[name]) != 2:
+        raise ValueError(f'--{name} takes two values LOW,HIGH, got '
+                         f'{",".join(values[name])}')
+      values[name] = tuple(float(v) for v in values[name])
   return config_lib.Config(**values)
 NAN_POLICY = flags.DEFINE_enum(
     'nan_policy', _DEFAULT.nan_policy, list(config_lib.NAN_POLICIES),

@@ -7,6 +7,9 @@ steps reads and assembles the batches in background threads. Its position is
 the global step, which every checkpoint records, so a resumed run continues
 with exactly the batches the uninterrupted run would have seen. Each process
 reads only its own slice of every global batch.
+
+Optional on-the-fly augmentation (see augment.py) is a pure function of
+(seed, step, position in the global batch) too, so it keeps all of the above.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from segan_jax import audio
+from segan_jax import augment
 from segan_jax import datasets
 from segan_jax.config import Config
 
@@ -69,10 +73,15 @@ class WindowedPairs:
     return self.index.shape[0]
 
   def __getitem__(self, i: int) -> np.ndarray:
+    return self.read(i, self.window)
+
+  def read(self, i: int, length: int) -> np.ndarray:
+    """``[2, length]`` from window ``i``'s start, zero-padded only past the
+    end of its utterance (speed augmentation reads more than a window)."""
     u, start = self.index[i]
     pair = self.cache[u] if self.cache is not None else self._pair(
         self.source[int(u)])
-    return audio.extract_window(pair, int(start), self.window)
+    return audio.extract_window(pair, int(start), length)
 
   def windows(self, indices: np.ndarray) -> np.ndarray:
     return np.stack([self[int(i)] for i in indices])
@@ -124,27 +133,44 @@ class BatchSchedule:
     start = index * self.global_batch_size
     return self.epoch_order(epoch)[start:start + self.global_batch_size]
 
-  def local_indices(self, step: int) -> np.ndarray:
+  def local_positions(self) -> np.ndarray:
+    """This process's positions in every global batch."""
     per_process = self.global_batch_size // self.process_count
-    start = self.process_index * per_process
-    return self.global_indices(step)[start:start + per_process]
+    return self.process_index * per_process + np.arange(per_process)
+
+  def local_indices(self, step: int) -> np.ndarray:
+    return self.global_indices(step)[self.local_positions()]
 
 
 def batch_from_windows(windows: np.ndarray) -> dict[str, np.ndarray]:
   return {'noisy': windows[:, 0], 'clean': windows[:, 1]}
 
 
+def load_batch(data: WindowedPairs, schedule: BatchSchedule, step: int,
+               augmentation: augment.Augmentation | None = None
+               ) -> dict[str, np.ndarray]:
+  """This process's batch of ``step``, augmented when ``augmentation`` is on."""
+  indices = schedule.local_indices(step)
+  if augmentation is None or not augmentation.enabled:
+    return batch_from_windows(data.windows(indices))
+  return batch_from_windows(augment.augment_batch(
+      data, indices, schedule.local_positions(), seed=schedule.seed, step=step,
+      augmentation=augmentation))
+
+
 def batches(data: WindowedPairs, schedule: BatchSchedule, start_step: int,
-            end_step: int, num_threads: int = 2, prefetch: int = 4):
+            end_step: int, num_threads: int = 2, prefetch: int = 4,
+            augmentation: augment.Augmentation | None = None):
   """Iterates this process's batches for steps [start_step, end_step).
 
   Grain assembles upcoming batches in background threads while the devices
   work on the current one; the order is that of the steps whatever the
-  number of threads.
+  number of threads. ``augmentation`` (e.g.
+  ``augment.Augmentation.from_config(config)``; None: off) is seeded by
+  ``schedule.seed``.
   """
   pipeline = grain.MapDataset.range(start_step, end_step).map(
-      lambda step: batch_from_windows(
-          data.windows(schedule.local_indices(step))))
+      lambda step: load_batch(data, schedule, step, augmentation))
   return iter(pipeline.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads,
                         prefetch_buffer_size=prefetch)))

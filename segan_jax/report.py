@@ -15,7 +15,9 @@ import re
 from segan_jax import files
 from segan_jax import plots
 
-LOSS_KEYS = ('d_loss', 'd_real', 'd_fake', 'g_adv', 'g_l1', 'g_loss', 'loss')
+LOSS_KEYS = ('d_loss', 'd_real', 'd_fake', 'g_adv', 'g_l1', 'g_stft', 'g_loss',
+             'loss')
+VALIDATION_PICTURE = 'validation_curves.png'
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -110,9 +112,13 @@ def write_report(workdir: str) -> str:
                  _data_uri('image/png', _curves_png(rows, losses, 'losses'))
                  + '">')
   if validation:
+    curves = _curves_png(rows, validation, 'validation')
+    # Also as a file, for pages that show a run's progress (README).
+    with files.atomic_open(os.path.join(workdir, VALIDATION_PICTURE),
+                           'wb') as f:
+      f.write(curves)
     parts.append('<h2>Validation metrics</h2><img alt="validation" src="' +
-                 _data_uri('image/png', _curves_png(rows, validation,
-                                                    'validation')) + '">')
+                 _data_uri('image/png', curves) + '">')
     last = [r for r in rows if validation[0] in r][-1]
     parts.append('<table><tr><th>step</th>' + ''.join(
         f'<th>{html.escape(k[4:].upper())}</th>' for k in validation) +

@@ -21,8 +21,10 @@ from torch import nn
 from segan_jax.models.generator import decoder_features
 
 
-def _same_padding(kernel_size: int) -> tuple[int, int]:
-  return ((kernel_size - 1) // 2, kernel_size // 2)
+def _same_padding(kernel_size: int, stride: int) -> tuple[int, int]:
+  """TensorFlow's 'SAME' padding, as layers.same_padding."""
+  total = max(kernel_size - stride, 0)
+  return (total // 2, total - total // 2)
 
 
 def _conv_transpose_pad(kernel_size: int, stride: int) -> int:
@@ -38,7 +40,7 @@ class Conv1D(nn.Module):
   def __init__(self, cin: int, cout: int, kernel_size: int, stride: int,
                bias: bool = True):
     super().__init__()
-    self.pad = _same_padding(kernel_size)
+    self.pad = _same_padding(kernel_size, stride)
     symmetric = self.pad[0] == self.pad[1]
     self.conv = nn.Conv1d(cin, cout, kernel_size, stride,
                           padding=self.pad[0] if symmetric else 0, bias=bias)
@@ -105,8 +107,9 @@ class Generator(nn.Module):
     h = noisy[:, None, :]
     skips = []
     for conv, act in zip(self.encoder, self.enc_prelu):
-      h = act(conv(h))
-      skips.append(h)
+      h = conv(h)
+      skips.append(h)  # before the PReLU, as the JAX model by default
+      h = act(h)
     h = torch.cat([h, z], dim=1)
     skips.pop()
     for i, conv in enumerate(self.decoder):

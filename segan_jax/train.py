@@ -16,6 +16,7 @@ import tqdm
 from absl import logging
 from jax import lax
 
+from segan_jax import augment
 from segan_jax import checkpoints
 from segan_jax import input_pipeline
 from segan_jax import logging_utils
@@ -45,6 +46,7 @@ def global_norm(tree: Any) -> jax.Array:
 def train_step(g_state, d_state: train_state.DiscriminatorState,
                batch: dict[str, jax.Array], rng: jax.Array, *,
                l1_weight: float, latent_shape: tuple[int, int] | None,
+               adversarial_weight: float = 1.0, stft_weight: float = 0.0,
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -54,6 +56,8 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
       per-device part of the global batch under pmap).
     rng: the run's base key; this step uses ``fold_in(rng, step)``.
     l1_weight: lambda of the L1 term of G's loss.
+    adversarial_weight, stft_weight: weights of the LSGAN term and of the
+      multi-resolution STFT loss in G's loss.
     latent_shape: shape of z per example, or None for a G without z.
     axis_name: the pmap axis to average gradients over, or None.
 
@@ -102,9 +106,14 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
     adversarial = losses.lsgan_generator_loss(
         discriminate(d_state.params, signal, noisy, split_reference=True))
     l1 = losses.l1_loss(signal, clean)
-    return adversarial + l1_weight * l1, (adversarial, l1)
+    total = adversarial_weight * adversarial + l1_weight * l1
+    stft = 0.0
+    if stft_weight:
+      stft = losses.multi_resolution_stft_loss(signal, clean)
+      total = total + stft_weight * stft
+    return total, (adversarial, l1, stft)
 
-  (g_loss, (g_adv, g_l1)), d_enhanced = jax.value_and_grad(
+  (g_loss, (g_adv, g_l1, g_stft)), d_enhanced = jax.value_and_grad(
       g_loss_fn, has_aux=True)(enhanced)
   (g_grads,) = generator_vjp(d_enhanced)
   if axis_name:
@@ -121,6 +130,8 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
       'd_grad_norm': global_norm(d_grads),
       'g_grad_norm': global_norm(g_grads),
   }
+  if stft_weight:
+    metrics['g_stft'] = g_stft
   if axis_name:
     metrics = lax.pmean(metrics, axis_name)
   return g_state, d_state, metrics
@@ -134,7 +145,7 @@ def segan_step(states, batch, rng, *, axis_name=None, **kwargs):
 
 
 def autoencoder_step(states, batch, rng, *, reconstruction: str,
-                     axis_name: str | None = None):
+                     stft_weight: float = 0.0, axis_name: str | None = None):
   """One update of the denoising autoencoder (SEGAN's G without z or D)."""
   del rng  # deterministic: no z, no dropout
   g_state = states['g']
@@ -142,13 +153,20 @@ def autoencoder_step(states, batch, rng, *, reconstruction: str,
 
   def loss(params):
     enhanced = g_state.apply_fn({'params': params}, batch['noisy'])
-    return loss_fn(enhanced, batch['clean']), losses.l1_loss(enhanced,
-                                                            batch['clean'])
+    value = loss_fn(enhanced, batch['clean'])
+    stft = 0.0
+    if stft_weight:
+      stft = losses.multi_resolution_stft_loss(enhanced, batch['clean'])
+      value = value + stft_weight * stft
+    return value, (losses.l1_loss(enhanced, batch['clean']), stft)
 
-  (value, l1), grads = jax.value_and_grad(loss, has_aux=True)(g_state.params)
+  (value, (l1, stft)), grads = jax.value_and_grad(loss, has_aux=True)(
+      g_state.params)
   if axis_name:
     grads = lax.pmean(grads, axis_name)
   metrics = {'loss': value, 'g_l1': l1, 'g_grad_norm': global_norm(grads)}
+  if stft_weight:
+    metrics['g_stft'] = stft
   if axis_name:
     metrics = lax.pmean(metrics, axis_name)
   return {'g': g_state.apply_gradients(grads=grads)}, metrics
@@ -202,13 +220,16 @@ def make_train_step(config: Config):
   """The step of ``config.model``: step(states, batch, rng, *, axis_name)."""
   if config.model == 'autoencoder':
     step_fn = functools.partial(autoencoder_step,
-                                reconstruction=config.reconstruction_loss)
+                                reconstruction=config.reconstruction_loss,
+                                stft_weight=config.stft_weight)
   elif config.model == 'gan':
     step_fn = functools.partial(gan_step, latent_dim=config.latent_dim,
                                 gan_loss=config.gan_loss)
   else:
     step_fn = functools.partial(
         segan_step, l1_weight=config.l1_weight,
+        adversarial_weight=config.adversarial_weight,
+        stft_weight=config.stft_weight,
         latent_shape=(train_state.latent_shape(config) if config.use_z
                       else None))
   if config.nan_policy == 'skip_step':
@@ -242,9 +263,27 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
 
   The returned dict holds ``states`` (``{'g': ..., 'd': ...}``, host numpy;
   also as ``g_state`` and ``d_state``), ``step``, ``epoch``, ``history``
-  (the metrics logged in this invocation) and ``preempted`` (True when a
-  SIGTERM stopped the run early, after saving a checkpoint at ``step``).
+  (the metrics logged in this invocation), ``preempted`` (True when a
+  SIGTERM stopped the run early, after saving a checkpoint at ``step``)
+  and ``best`` (with --keep_best: ``{'metric', 'value', 'step'}`` of the best
+  checkpoint so far, kept in ``WORKDIR/best``; else None).
+
+  A run without a checkpoint of its own starts from ``config.init_from``'s
+  parameters when set (``checkpoints.warm_start``); once it has saved one,
+  it resumes from its own and init_from is ignored.
   """
+  if config.keep_best and (config.model == 'gan' or
+                           not config.validation_files):
+    raise ValueError(
+        f'--keep_best={config.keep_best} needs validation scores at each '
+        'checkpoint: ' + ('the basic GAN has none (it generates)'
+                          if config.model == 'gan' else
+                          'set --validation_files to 1 or more'))
+  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  resuming = checkpointer.latest_step() is not None
+  if config.init_from and not resuming:
+    # Before the data is loaded: a mistyped path answers at once.
+    checkpoints.check_init_from(config.init_from)
   strategy = parallel.make_strategy(config.parallelism, config.batch_size)
   data = input_pipeline.load_train_windows(config)
   schedule = input_pipeline.BatchSchedule(len(data), config.batch_size,
@@ -256,16 +295,25 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   if config.model == 'segan':
     reference = input_pipeline.vbn_reference(data, config.vbn_reference_size,
                                              config.seed)
-  states = train_state.create_states(config, init_rng, reference)
+  states = train_state.create_states(config, init_rng, reference,
+                                     total_steps)
 
-  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   start_step = 0
-  if checkpointer.latest_step() is not None:
+  best = None
+  if resuming:
     states, train_rng, meta = checkpointer.restore_latest_readable(
         jax.device_get(states), train_rng, config)
     start_step = int(meta['step'])
-    logging.info('Resumed from %s/%d (epoch %d).', checkpointer.directory,
-                 start_step, meta['epoch'])
+    logging.info('Resumed from %s/%d (epoch %d)%s.', checkpointer.directory,
+                 start_step, meta['epoch'],
+                 f'; --init_from={config.init_from} is ignored'
+                 if config.init_from else '')
+    if config.keep_best:
+      best = _resumed_best(workdir, config.keep_best)
+  elif config.init_from:
+    # Parameters only: optimizer states, step, key, data order and D's VBN
+    # reference stay this run's own.
+    states, _ = checkpoints.warm_start(jax.device_get(states), config)
   logging.info('%s: %d training windows, %d steps per epoch of %d, '
                'parallelism=%s on %d device(s).', config.model, len(data),
                schedule.steps_per_epoch, config.batch_size, strategy.name,
@@ -275,19 +323,26 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     logging.info('Already trained for %d epochs (step %d); raise --num_epochs '
                  'to train further.', config.num_epochs, start_step)
   step_fn = strategy.compile(make_train_step(config))
+  learning_rate = train_state.learning_rate_schedule(config, total_steps)
   states = strategy.put_state(states)
   history = []
   window_start = time.perf_counter()
   writer = logging_utils.MetricWriter(workdir)
-  on_checkpoint = make_checkpoint_hook(config, workdir, writer)
+  try:
+    on_checkpoint = make_checkpoint_hook(config, workdir, writer)
+  except BaseException:
+    writer.close()
+    checkpointer.close()
+    raise
   logging_utils.write_run_record(workdir, config.to_dict())
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                        disable=not (sys.stderr.isatty()
                                     and jax.process_index() == 0),
                        dynamic_ncols=True)
   preemption = preemption_lib.PreemptionWatcher()
-  host_batches = input_pipeline.batches(data, schedule, start_step,
-                                        total_steps)
+  host_batches = input_pipeline.batches(
+      data, schedule, start_step, total_steps,
+      augmentation=augment.Augmentation.from_config(config))
   # Metrics of the steps since the last host sync, fetched together then: the
   # loop never waits for the devices in between.
   pending = []
@@ -318,9 +373,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         host_metrics['examples_per_second'] = (
             (done - last_logged) * config.batch_size / elapsed)
         last_logged = done
-        # Constant (RMSprop, no schedule) but logged so curves of runs with
-        # different --learning_rate are told apart in TensorBoard.
-        host_metrics['learning_rate'] = config.learning_rate
+        host_metrics['learning_rate'] = float(learning_rate(done))
         if config.nan_policy == 'skip_step':
           host_metrics['skipped'] = float(skipped)
         window_start = time.perf_counter()
@@ -339,10 +392,17 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         logging.info('Saved checkpoint for epoch %.4g at %s/%d.',
                      done / schedule.steps_per_epoch, checkpointer.directory,
                      done)
+        if save_now and config.keep_best:
+          # The checkpoint may become the best, copied once it is complete
+          # (every process waits: Orbax finishes a save collectively).
+          checkpointer.wait()
         if save_now and on_checkpoint is not None:
           checkpoint_metrics = on_checkpoint(host_states['g'].params, done)
           history.append({'step': done, **checkpoint_metrics})
           writer.write(done, checkpoint_metrics)
+          if config.keep_best:
+            best = _update_best(workdir, config.keep_best, checkpoint_metrics,
+                                done, best)
       if preempted:
         logging.warning('Preempted: stopped at step %d after saving its '
                         'checkpoint; relaunch the same command to continue.',
@@ -356,10 +416,49 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     checkpointer.wait()
     checkpointer.close()
   host_states = strategy.get_state(states)
+  if config.keep_best:
+    if best is None:  # processes other than 0 do not validate
+      best = checkpoints.read_best(workdir)
+    if best is not None:
+      logging.info('Best checkpoint so far: step %d, %s=%.4g, kept in %s.',
+                   best['step'], best['metric'], best['value'],
+                   checkpoints.best_dir(workdir))
   return {'states': host_states, 'g_state': host_states['g'],
           'd_state': host_states.get('d'), 'step': done,
           'epoch': done // schedule.steps_per_epoch, 'history': history,
-          'preempted': preempted}
+          'preempted': preempted, 'best': best}
+
+
+def _resumed_best(workdir: str, metric: str) -> dict[str, Any] | None:
+  """The best so far of a resumed run (WORKDIR/best/best.json), or None."""
+  best = checkpoints.read_best(workdir)
+  if best is not None and best['metric'] != metric:
+    logging.warning('%s kept the best by %s; this run keeps the best by %s: '
+                    'the next validated checkpoint replaces it.',
+                    checkpoints.best_dir(workdir), best['metric'], metric)
+    return None
+  if best is not None:
+    logging.info('Best so far: step %d, %s=%.4g.', best['step'], metric,
+                 best['value'])
+  return best
+
+
+def _update_best(workdir: str, metric: str, scores: dict[str, float],
+                 step: int, best: dict[str, Any] | None
+                 ) -> dict[str, Any] | None:
+  """Keeps checkpoint ``step`` as the best when its ``metric`` is higher
+  than the best so far (every validation metric is better higher)."""
+  value = scores.get(metric)
+  if value is None or not np.isfinite(value):
+    logging.warning('step %d: %s is %s; not a candidate for the best.', step,
+                    metric, value)
+    return best
+  if best is not None and value <= best['value']:
+    return best
+  best = checkpoints.save_best(workdir, step, metric, value)
+  logging.info('step %d is the best so far (%s=%.4g): kept in %s.', step,
+               metric, value, checkpoints.best_dir(workdir))
+  return best
 
 
 def make_checkpoint_hook(config: Config, workdir: str,
@@ -370,7 +469,11 @@ def make_checkpoint_hook(config: Config, workdir: str,
   if config.model == 'gan':
     from segan_jax import plots  # pylint: disable=g-import-not-at-top
     return plots.gan_sampler(config, workdir, writer)
-  return make_validator(config, workdir, writer)
+  validator = make_validator(config, workdir, writer)
+  if validator is None and config.keep_best:
+    raise ValueError(f'--keep_best={config.keep_best}: {config.dataset} has '
+                     'no validation or test split to score checkpoints on')
+  return validator
 
 
 def _check_finite(window: list[tuple[int, dict[str, float]]],

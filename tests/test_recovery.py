@@ -162,9 +162,10 @@ def nan_batches_at(monkeypatch, bad_step):
   from segan_jax import train  # pylint: disable=g-import-not-at-top
   real_batches = train.input_pipeline.batches
 
-  def batches(data, schedule, start_step, end_step):
+  def batches(data, schedule, start_step, end_step, **kwargs):
     for step, batch in enumerate(
-        real_batches(data, schedule, start_step, end_step), start_step + 1):
+        real_batches(data, schedule, start_step, end_step, **kwargs),
+        start_step + 1):
       if step == bad_step:
         batch = dict(batch, noisy=np.full_like(batch['noisy'], np.nan))
       yield batch

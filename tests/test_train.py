@@ -135,8 +135,9 @@ def _tiny_system(tiny_config, model, **changes):
 @pytest.mark.parametrize('loss', ['l1', 'l2'])
 def test_autoencoder_trains_checkpoints_and_resumes(tiny_config, tmp_path,
                                                    loss):
+  # Adam with beta1 0.5, as santi-pdp/segan trains its autoencoder (SEAE).
   config = _tiny_system(tiny_config, 'autoencoder', reconstruction_loss=loss,
-                        learning_rate=1e-3)
+                        learning_rate=1e-3, optimizer='adam')
   assert not config.use_z
   straight = train.train_and_evaluate(config, str(tmp_path / 'a'))
   assert set(straight['states']) == {'g'}

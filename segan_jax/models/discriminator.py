@@ -28,6 +28,7 @@ class Discriminator(nn.Module):
   kernel_size: int = 31
   stride: int = 2
   negative_slope: float = 0.3
+  kernel_init: str = 'truncated_normal'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -49,7 +50,9 @@ class Discriminator(nn.Module):
       # gradient would be rounding noise that RMSprop inflates to full steps.
       conv = layers.Conv1D(features, kernel_size=self.kernel_size,
                            stride=self.stride, use_bias=False,
-                           dtype=self.dtype, name=f'conv_{i}')
+                           dtype=self.dtype,
+                           kernel_init=layers.KERNEL_INITS[self.kernel_init],
+                           name=f'conv_{i}')
       if split_reference:
         ref_h, x_h = conv(ref_h), conv(x_h)
       else:
@@ -59,6 +62,7 @@ class Discriminator(nn.Module):
       ref_h = nn.leaky_relu(ref_h, self.negative_slope)
       x_h = nn.leaky_relu(x_h, self.negative_slope)
     h = layers.Conv1D(1, kernel_size=1, stride=1, dtype=self.dtype,
+                      kernel_init=layers.KERNEL_INITS[self.kernel_init],
                       name='conv_out')(x_h)
     h = h.reshape(h.shape[0], -1).astype(jnp.float32)
     return nn.Dense(1, name='logit')(h)[:, 0]

@@ -16,13 +16,25 @@ from jax import lax
 
 Dtype = Any
 
-# Xavier/Glorot initialisation, as santi-pdp/segan uses for its 1-D convolutions.
-default_kernel_init = nn.initializers.xavier_uniform()
+# santi-pdp/segan initialises its G and D convolutions with a truncated
+# normal of std 0.02 (its `downconv`/`deconv` are called with that init).
+KERNEL_INITS = {
+    'truncated_normal': nn.initializers.truncated_normal(stddev=0.02),
+    'xavier_uniform': nn.initializers.xavier_uniform(),
+}
+default_kernel_init = KERNEL_INITS['truncated_normal']
 
 
-def same_padding(kernel_size: int) -> tuple[int, int]:
-  """'Same' padding for an odd kernel: a stride-s conv maps length L to L / s."""
-  return ((kernel_size - 1) // 2, kernel_size // 2)
+def same_padding(kernel_size: int, stride: int = 1) -> tuple[int, int]:
+  """TensorFlow's 'SAME' padding of a conv over a length divisible by stride.
+
+  A stride-s conv then maps length L to L / s. The total padding is
+  kernel_size - stride, the odd sample on the right: (14, 15) for SEGAN's
+  k31/s2 layers. With this, the encoder's grid lines up with the grid of
+  the transposed convs ('SAME' too), as in the paper's code.
+  """
+  total = max(kernel_size - stride, 0)
+  return (total // 2, total - total // 2)
 
 
 # Which form computes a convolution (see `conv1d` and `conv_transpose1d`):
@@ -624,6 +636,7 @@ class _StridedConv(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   impl: str = 'auto'
+  kernel_init: Any = default_kernel_init
 
   def kernel_split(self, x_shape: Sequence[int],
                    kernel_shape: Sequence[int]) -> tuple[int, ...] | None:
@@ -635,7 +648,7 @@ class _StridedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', default_kernel_init,
+    kernel = self.param('kernel', self.kernel_init,
                         (self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
     kernel_pieces = None
@@ -665,11 +678,13 @@ class Conv1D(_StridedConv):
 
   def kernel_split(self, x_shape, kernel_shape):
     return conv1d_kernel_split(x_shape, kernel_shape, self.stride,
-                               same_padding(self.kernel_size), self.impl)
+                               same_padding(self.kernel_size, self.stride),
+                               self.impl)
 
   def convolve(self, x, kernel, kernel_pieces):
-    return conv1d(x, kernel, self.stride, same_padding(self.kernel_size),
-                  self.impl, kernel_pieces)
+    return conv1d(x, kernel, self.stride,
+                  same_padding(self.kernel_size, self.stride), self.impl,
+                  kernel_pieces)
 
 
 class ConvTranspose1D(_StridedConv):

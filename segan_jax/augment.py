@@ -1,0 +1,223 @@
+"""On-the-fly augmentation of training windows: speed, remix, gain.
+
+Everything here is plain NumPy and a pure function of ``(seed, step,
+position)``, where ``position`` is a window's place in the *global* batch of
+``step``. That keeps batches reproducible (a resumed run sees exactly the
+batches of an uninterrupted one) and makes the result independent of which
+process computes a window (each process reads only its slice of the batch).
+
+The three augmentations, applied in this order:
+
+* speed: the clean speech of a window is resampled by a factor uniform in
+  ``speed_range`` (> 1: faster and higher pitched) and the noisy rebuilt as
+  resampled clean + the window's own noise, which is not resampled. It needs
+  more of the utterance than the window (a faster window reads further), so
+  it comes first, while the utterance is at hand.
+* remix: the noisy becomes clean + g * (the noise of another window), g
+  uniform in ``remix_gain_db`` dB. VoiceBank-DEMAND mixes additively, so a
+  window's noise is exactly ``noisy - clean``; pre-emphasis is a linear
+  filter, so that still holds for the pre-emphasised windows used here.
+* gain: noisy and clean scaled together by a gain uniform in
+  ``+-gain_db`` dB (last, so it scales the final mixture as a whole).
+
+Each draw uses its own uniform number from a fixed list per window, so
+turning one augmentation on or off never changes the draws of the others.
+
+Signals are combined in float64 and rounded to float32 once, at the end:
+the difference of two float32 samples is then exact (for samples within
+2**28, about 168 dB, of each other, or zero, i.e. for any audio), so
+remixing a window with its own noise at 0 dB, or resampling it by a factor
+of 1, gives back its noisy bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Protocol
+
+import numpy as np
+
+# Seeds the augmentation's random stream apart from the batch order
+# ([seed, epoch]) and the VBN reference ([seed, 0x7B4]).
+STREAM = 0xA06
+
+# Largest peak a gain may produce: far below float32's maximum (3.4e38), so
+# that the sum in remix and the model's first layers stay finite too.
+_PEAK_LIMIT = 1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """The augmentation parameters of a run (see config.Config); all off by
+  default."""
+
+  remix_prob: float = 0.0
+  remix_gain_db: tuple[float, float] = (-5.0, 5.0)
+  gain_db: float = 0.0
+  speed_prob: float = 0.0
+  speed_range: tuple[float, float] = (0.9, 1.1)
+
+  def __post_init__(self):
+    for name in ('remix_prob', 'speed_prob'):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
+    for name in ('remix_gain_db', 'speed_range'):
+      low, high = (float(v) for v in getattr(self, name))
+      if not low <= high:
+        raise ValueError(f'{name} must be (low, high) with low <= high, got '
+                         f'{getattr(self, name)}')
+      object.__setattr__(self, name, (low, high))
+    if not self.speed_range[0] > 0:
+      raise ValueError(f'speed_range must be positive, got {self.speed_range}')
+    if not self.gain_db >= 0:
+      raise ValueError(f'gain_db must be >= 0, got {self.gain_db}')
+
+  @classmethod
+  def from_config(cls, config) -> 'Augmentation':
+    return cls(remix_prob=config.remix_prob,
+               remix_gain_db=tuple(config.remix_gain_db),
+               gain_db=config.gain_db, speed_prob=config.speed_prob,
+               speed_range=tuple(config.speed_range))
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.remix_prob or self.gain_db or self.speed_prob)
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """What happens to one window: None where that augmentation is skipped."""
+
+  speed: float | None  # resampling factor
+  partner: int | None  # the window whose noise is mixed in
+  remix_gain_db: float
+  gain_db: float | None
+
+
+def draw(augmentation: Augmentation, seed: int, step: int, position: int,
+         index: int, num_windows: int) -> Draw:
+  """The random choices for window ``index`` at ``position`` of ``step``'s
+  global batch, out of ``num_windows`` training windows."""
+  a = augmentation
+  u = np.random.default_rng([seed, STREAM, step, position]).random(6)
+  speed = None
+  if u[0] < a.speed_prob:
+    speed = a.speed_range[0] + u[1] * (a.speed_range[1] - a.speed_range[0])
+  partner = None
+  # The partner is any other training window: drawn from the whole dataset
+  # rather than from the batch, so a process needs no other process's slice.
+  if u[2] < a.remix_prob and num_windows > 1:
+    partner = min(int(u[3] * (num_windows - 1)), num_windows - 2)
+    partner += partner >= index  # skip the window itself
+  remix_db = a.remix_gain_db[0] + u[4] * (a.remix_gain_db[1] -
+                                          a.remix_gain_db[0])
+  gain = a.gain_db * (2 * u[5] - 1) if a.gain_db else None
+  return Draw(speed, partner, float(remix_db), gain)
+
+
+def _db_to_gain(db: float, peak: float) -> float:
+  """10**(db/20), lowered if needed so that ``peak`` times it stays below
+  _PEAK_LIMIT: extreme settings give loud audio, never inf (or 0 * inf)."""
+  limit = _PEAK_LIMIT / peak if peak > 0 else _PEAK_LIMIT
+  return float(10.0**(min(db, 20 * math.log10(limit)) / 20))
+
+
+def stretch_length(window: int, factor: float) -> int:
+  """Samples of the utterance (from the window's start) that speed() with
+  ``factor`` reads: the last output sample interpolates between the samples
+  around position (window - 1) * factor."""
+  return max(window, math.floor((window - 1) * factor) + 2)
+
+
+def speed(pair: np.ndarray, window: int, factor: float) -> np.ndarray:
+  """Resamples the clean speech by ``factor`` and adds the original noise.
+
+  Args:
+    pair: ``[2, L]`` (noisy, clean) from the window's start, at least
+      ``stretch_length(window, factor)`` samples (zero past the utterance's
+      end).
+    window: samples of the result.
+    factor: > 1 plays the speech faster (higher pitched), < 1 slower.
+
+  Returns:
+    float64 ``[2, window]``: (resampled clean + noise, resampled clean),
+    where noise is ``noisy - clean`` of the first ``window`` samples.
+
+  Linear interpolation on the sample grid: cheap and exact for factor 1.
+  Its anti-aliasing is only the interpolation's own low-pass; for factors
+  near 1 the little that folds over lies at the top of the band. The clean
+  is resampled after pre-emphasis (as stored in the windows), which equals
+  pre-emphasising the resampled clean with the filter's response scaled by
+  ``factor`` in frequency: a small change in the tilt for factors near 1.
+  """
+  pair = np.asarray(pair, np.float64)
+  if pair.shape[-1] < stretch_length(window, factor):
+    raise ValueError(f'speed by {factor} needs {stretch_length(window, factor)}'
+                     f' samples, got {pair.shape[-1]}')
+  clean = pair[1]
+  noise = pair[0, :window] - clean[:window]
+  resampled = np.interp(np.arange(window) * factor,
+                        np.arange(clean.shape[-1]), clean)
+  return np.stack([resampled + noise, resampled])
+
+
+def remix(pair: np.ndarray, noise: np.ndarray, gain_db: float) -> np.ndarray:
+  """float64 ``[2, T]``: (clean + g * noise, clean), g = 10**(gain_db/20)."""
+  pair = np.asarray(pair, np.float64)
+  noise = np.asarray(noise, np.float64)
+  g = _db_to_gain(gain_db, float(np.max(np.abs(noise), initial=0.0)))
+  return np.stack([pair[1] + g * noise, pair[1]])
+
+
+def gain(pair: np.ndarray, gain_db: float) -> np.ndarray:
+  """float64: noisy and clean both scaled by 10**(gain_db/20); nothing is
+  clipped (the model sees the level), but the result stays finite."""
+  pair = np.asarray(pair, np.float64)
+  return pair * _db_to_gain(gain_db, float(np.max(np.abs(pair), initial=0.0)))
+
+
+class Windows(Protocol):
+  """What augment_batch reads: input_pipeline.WindowedPairs is one."""
+
+  window: int
+
+  def __len__(self) -> int:
+    ...
+
+  def read(self, index: int, length: int) -> np.ndarray:
+    """``[2, length]`` (noisy, clean) from window ``index``'s start, zero
+    past its utterance's end."""
+    ...
+
+
+def augment_window(data: Windows, index: int, position: int, *, seed: int,
+                   step: int, augmentation: Augmentation) -> np.ndarray:
+  """float32 ``[2, window]``: training window ``index``, augmented as at
+  ``position`` of ``step``'s global batch."""
+  window = data.window
+  choice = draw(augmentation, seed, step, position, index, len(data))
+  if choice.speed is not None:
+    pair = speed(data.read(index, stretch_length(window, choice.speed)),
+                 window, choice.speed)
+  else:
+    pair = np.asarray(data.read(index, window), np.float64)
+  if choice.partner is not None:
+    other = np.asarray(data.read(choice.partner, window), np.float64)
+    pair = remix(pair, other[0] - other[1], choice.remix_gain_db)
+  if choice.gain_db is not None:
+    pair = gain(pair, choice.gain_db)
+  return pair.astype(np.float32)
+
+
+def augment_batch(data: Windows, indices: np.ndarray, positions: np.ndarray, *,
+                  seed: int, step: int,
+                  augmentation: Augmentation) -> np.ndarray:
+  """float32 ``[B, 2, window]``: the windows ``indices`` (at ``positions`` of
+  ``step``'s global batch), each augmented independently."""
+  if len(indices) != len(positions):
+    raise ValueError(f'{len(indices)} indices but {len(positions)} positions')
+  return np.stack([
+      augment_window(data, int(i), int(p), seed=seed, step=step,
+                     augmentation=augmentation)
+      for i, p in zip(indices, positions)])

@@ -36,12 +36,31 @@ def preemphasis(x: np.ndarray, coeff: float = PREEMPHASIS) -> np.ndarray:
   return y.astype(np.float32)
 
 
-def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS) -> np.ndarray:
-  """Inverts `preemphasis`: the all-pole filter `1 / (1 - coeff z^-1)`.
+def restoration_filter(coeff: float = PREEMPHASIS, highpass_hz: float = 0.0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """``(b, a)`` of the filter that turns G's output back into audio.
+
+  De-emphasis, the all-pole ``1 / (1 - coeff z^-1)`` that inverts
+  `preemphasis`, followed (when ``highpass_hz`` > 0) by a 1st-order
+  Butterworth high-pass at ``highpass_hz`` for SAMPLE_RATE audio, as one IIR
+  filter (its state is then one array, carried across blocks by streaming
+  enhancement).
+  """
+  b, a = np.array([1.0]), np.array([1.0, -coeff])
+  if highpass_hz:
+    high_b, high_a = signal.butter(1, highpass_hz, 'highpass', fs=SAMPLE_RATE)
+    b, a = high_b, np.polymul(a, high_a)
+  return b, a
+
+
+def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS,
+               highpass_hz: float = 0.0) -> np.ndarray:
+  """Inverts `preemphasis` (then high-passes; see `restoration_filter`).
 
   Args:
     y: pre-emphasised waveform(s), shape `[..., T]`.
     coeff: the coefficient used for pre-emphasis.
+    highpass_hz: cutoff of the optional high-pass (0: none).
 
   Returns:
     float32 array with the same shape as `y`.
@@ -50,7 +69,8 @@ def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS) -> np.ndarray:
   if y.shape[-1] == 0:
     # lfilter rejects empty axes; an empty signal is its own inverse.
     return y.astype(np.float32)
-  return signal.lfilter([1.0], [1.0, -coeff], y, axis=-1).astype(np.float32)
+  b, a = restoration_filter(coeff, highpass_hz)
+  return signal.lfilter(b, a, y, axis=-1).astype(np.float32)
 
 
 def _check_window_args(length: int, window: int, hop: int) -> None:

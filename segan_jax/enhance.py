@@ -218,9 +218,9 @@ class SignalStream:
   non-overlapping chunking; ``hop == window / 2`` overlap-adds outputs
   weighted by a periodic Hann window (which sums to one at 50 % overlap; the
   signal is led by half a window of zeros so its first samples are covered
-  twice too). Pre-emphasis and de-emphasis keep their filter state across
-  blocks; ``finish`` zero-pads the tail and the output is trimmed to the
-  input's length.
+  twice too). Pre-emphasis and de-emphasis (with the optional output
+  high-pass) keep their filter state across blocks; ``finish`` zero-pads the
+  tail and the output is trimmed to the input's length.
   """
 
   def __init__(self, enhancer: Enhancer, channels: int):
@@ -238,7 +238,10 @@ class SignalStream:
     self.to_skip = lead        # output samples that belong to the lead
     self.pending = 0           # input samples not yet given back
     self.previous = np.zeros(channels, np.float32)   # pre-emphasis state
-    self.deemphasis_state = np.zeros((1, channels))  # lfilter state
+    # De-emphasis and the optional output high-pass, one filter.
+    self.restore_b, self.restore_a = audio.restoration_filter(
+        self.coeff, enhancer.config.output_highpass_hz)
+    self.restore_state = np.zeros((len(self.restore_a) - 1, channels))
     self.windows_done = 0
 
   def push(self, x: np.ndarray) -> Iterator[np.ndarray]:
@@ -284,8 +287,8 @@ class SignalStream:
     ready = ready[skip:][:self.pending]
     self.pending -= ready.shape[0]
     if ready.shape[0]:
-      ready, self.deemphasis_state = signal.lfilter(
-          [1.0], [1.0, -self.coeff], ready, axis=0, zi=self.deemphasis_state)
+      ready, self.restore_state = signal.lfilter(
+          self.restore_b, self.restore_a, ready, axis=0, zi=self.restore_state)
       yield ready.astype(np.float32)
 
 

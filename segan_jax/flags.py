@@ -17,7 +17,8 @@ MODE = flags.DEFINE_enum(
     'report: write WORKDIR/report.html.')
 CHECKPOINT_STEP = flags.DEFINE_integer(
     'checkpoint_step', None, 'enhance/evaluate: checkpoint to restore '
-    '(default: the latest).')
+    '(default: the best one where the run kept it with --keep_best, else the '
+    'latest).')
 INPUT = flags.DEFINE_string('input', None,
                             'enhance: an audio file or a folder (recursive).')
 OUTPUT = flags.DEFINE_string(
@@ -176,6 +177,11 @@ KEEP_BEST = flags.DEFINE_enum(
     'keep_best', None, list(config_lib.KEEP_BEST_METRICS),
     'Keep the checkpoint with the best value of this validation metric in '
     'WORKDIR/best; enhance and evaluate use it by default.')
+OUTPUT_HIGHPASS_HZ = flags.DEFINE_float(
+    'output_highpass_hz', _DEFAULT.output_highpass_hz,
+    'Enhanced audio is high-passed at this frequency (1st-order Butterworth, '
+    'with the de-emphasis; 0: off). Saved with the run: its enhance, '
+    'evaluate and validation use it.')
 
 
 def config_from_flags() -> config_lib.Config:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from segan_jax import audio
 
@@ -114,3 +115,18 @@ def test_windows_reassemble_signal(length, window, hop):
   np.testing.assert_allclose(total[:length] / counts[:length], x, atol=1e-6)
   # Everything beyond the signal is zero padding.
   np.testing.assert_array_equal(total[length:], 0.0)
+
+
+def test_restoration_filter_is_deemphasis_then_highpass():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 4000)).astype(np.float32)
+  emphasised = audio.preemphasis(x, 0.95)
+  np.testing.assert_allclose(audio.deemphasis(emphasised, 0.95), x, atol=1e-5)
+  b, a = signal.butter(1, 80.0, 'highpass', fs=audio.SAMPLE_RATE)
+  np.testing.assert_allclose(audio.deemphasis(emphasised, 0.95, 80.0),
+                             signal.lfilter(b, a, x, axis=-1), atol=1e-4)
+  # A DC offset in G's output is amplified 20x by de-emphasis alone, and
+  # removed with the high-pass.
+  offset = np.full(16000, 0.01, np.float32)
+  assert audio.deemphasis(offset, 0.95)[-1] == pytest.approx(0.2, rel=1e-3)
+  assert abs(audio.deemphasis(offset, 0.95, 80.0)[-1]) < 1e-4

@@ -276,3 +276,22 @@ print('tensorflow imported:', any(m == 'tensorflow' or m.startswith('tensorflow.
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'tensorflow imported: False' in result.stdout
+
+
+@needs_shared
+def test_processes_building_the_same_dataset_together_both_succeed(tmp_path):
+  # Two runs started together on new data: one builds, the other waits for
+  # it (without the lock, the second failed renaming its copy into place).
+  code = f'''
+from segan_jax import datasets
+source = datasets.get_source('wav_pairs', 'train', {str(SHARED / 'vbd_test')!r},
+                             tfds_data_dir={str(tmp_path)!r})
+print('pairs', len(source))
+'''
+  runs = [subprocess.Popen([sys.executable, '-c', code], text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          for _ in range(2)]
+  for run in runs:
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-2000:]
+    assert 'pairs 25' in out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+from scipy import signal as scipy_signal
 from conftest import speechlike  # pylint: disable=g-bad-import-order
 
 from segan_jax import checkpoints
@@ -22,10 +23,11 @@ needs_shared = pytest.mark.skipif(
 class IdentityEnhancer(enhance.Enhancer):
   """G replaced by the identity: the pipeline around it must give x back."""
 
-  def __init__(self, window=1024, overlap=0.0):
+  def __init__(self, window=1024, overlap=0.0, highpass_hz=0.0):
     self.window = window
     self.hop = window if overlap == 0 else window // 2
-    self.config = type('C', (), {'preemphasis': 0.95})()
+    self.config = type('C', (), {'preemphasis': 0.95,
+                                 'output_highpass_hz': highpass_hz})()
 
   def enhance_windows(self, windows, indices=None):
     return windows
@@ -40,6 +42,23 @@ def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
   y, rate = soundfile.read(tmp_path / 'out.wav', dtype='float32')
   assert rate == 16000 and y.shape == (x.shape[0],)
   np.testing.assert_allclose(y, x[:, 0], atol=1e-5)
+
+
+def test_output_highpass_streams_like_one_filter_and_removes_dc(tmp_path):
+  # G = identity, so the output is the input high-passed; in 1 s blocks the
+  # filter state must carry over exactly.
+  x = speechlike(16000, 3.3, 1)[:, 0] + 0.2  # a DC offset
+  soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
+  enhance.BLOCK_SECONDS, saved = 1, enhance.BLOCK_SECONDS
+  try:
+    enhance.enhance_file(IdentityEnhancer(highpass_hz=60.0),
+                         str(tmp_path / 'in.wav'), str(tmp_path / 'out.wav'))
+  finally:
+    enhance.BLOCK_SECONDS = saved
+  y, _ = soundfile.read(tmp_path / 'out.wav', dtype='float32')
+  b, a = scipy_signal.butter(1, 60.0, 'highpass', fs=16000)
+  np.testing.assert_allclose(y, scipy_signal.lfilter(b, a, x), atol=1e-5)
+  assert abs(np.mean(y[8000:])) < 1e-3 < 0.2 - 1e-3 < abs(np.mean(x[8000:]))
 
 
 @pytest.mark.parametrize('rate, channels, subtype', [

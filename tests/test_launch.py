@@ -1,5 +1,6 @@
 """launch.py end to end, in subprocesses, as a user runs it."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -59,11 +60,48 @@ def test_demo_on_two_devices(tmp_path, parallelism):
   assert len(checkpoint_steps(tmp_path)) == 1
 
 
+_READ_FLAGFILE = """
+import json, sys
+from absl import flags
+from segan_jax import flags as segan_flags
+flags.FLAGS(sys.argv)
+config = segan_flags.config_from_flags()
+print(json.dumps(config.to_dict() | {'augments': config.augments}))
+"""
+
+
+def read_flagfile(name):
+  result = subprocess.run(
+      [sys.executable, '-c', _READ_FLAGFILE, f'--flagfile=experiments/{name}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_every_flagfile_gives_a_valid_config():
+  names = sorted(p.name for p in (REPO / 'experiments').glob('*.flags'))
+  assert {'demo.flags', 'paper.flags', 'quick.flags'} <= set(names)
+  configs = {name: read_flagfile(name) for name in names}
+  paper, quick = configs['paper.flags'], configs['quick.flags']
+  # The paper recipe: the reference code's optimizer, init and wiring, and
+  # no augmentation.
+  assert (paper['optimizer'], paper['learning_rate'], paper['kernel_init'],
+          paper['skip_connections'], paper['residual'], paper['augments'],
+          paper['stft_weight'], paper['adversarial_weight']) == (
+              'rmsprop', 2e-4, 'truncated_normal', 'preactivation', False,
+              False, 0.0, 1.0)
+  # The CPU recipe is SEGAN, G and D with both losses, keeping its best.
+  assert quick['model'] == 'segan' and quick['adversarial_weight'] > 0
+  assert quick['l1_weight'] > 0 and quick['augments']
+  assert quick['keep_best'] == 'val_pesq'
+
+
 @pytest.mark.parametrize('args, message', [
     (['--batch_size=0'], 'batch_size must be >= 1'),
     (['--dataset=timit'], "Unknown dataset 'timit'"),
     (['--batch_size=100000'], 'larger than the'),
     (['--window_size=1000'], 'multiple of'),
+    (['--output_highpass_hz=-5'], 'output_highpass_hz must be in'),
 ])
 def test_bad_flags_give_one_line(tmp_path, args, message):
   result = launch(*TINY, *args, f'--workdir={tmp_path}')

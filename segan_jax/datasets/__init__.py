@@ -16,8 +16,10 @@ The two file-backed datasets are built once by TFDS into ``tfds_data_dir``
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 
@@ -83,15 +85,16 @@ def get_source(name: str, split: str, data_dir: str | None = None, *,
     if not data_dir:
       raise DatasetError('--dataset=wav_pairs needs --data_dir=FOLDER holding '
                          'noisy/ and clean/')
-    builder = builders.WavPairs(source_dir=data_dir,
-                                skip_bad_files=skip_bad_files,
-                                data_dir=tfds_data_dir)
+    make_builder = functools.partial(builders.WavPairs, source_dir=data_dir,
+                                     skip_bad_files=skip_bad_files,
+                                     data_dir=tfds_data_dir)
   else:
-    builder = builders.VoicebankDemand(skip_bad_files=skip_bad_files,
-                                       data_dir=tfds_data_dir)
-    if not builder.is_prepared():
+    make_builder = functools.partial(builders.VoicebankDemand,
+                                     skip_bad_files=skip_bad_files,
+                                     data_dir=tfds_data_dir)
+    if not make_builder().is_prepared():
       builders.check_voicebank_manual_dir(manual_dir)
-  prepare(builder, manual_dir or data_dir)
+  builder = prepare(make_builder, manual_dir or data_dir)
   available = list(builder.info.splits.keys())
   if available == ['pairs']:  # a flat folder serves every split name
     split = 'pairs'
@@ -101,11 +104,29 @@ def get_source(name: str, split: str, data_dir: str | None = None, *,
   return TfdsSource(builder.as_data_source(split=split))
 
 
-def prepare(builder, manual_dir: str | None) -> None:
-  """Builds the dataset once; later calls find it ready."""
+def prepare(make_builder: Callable[[], Any], manual_dir: str | None) -> Any:
+  """Builds the dataset once and returns a builder that reads it.
+
+  Processes that start together (two runs on the same data, or the hosts of
+  one run sharing a disk) take turns on a lock file beside the dataset: the
+  first builds it, the others then find it ready. Without the lock each
+  would build its own copy and all but the first would fail renaming it
+  into place.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = make_builder()
   if builder.is_prepared():
-    return
-  logging.info('Building %s into %s (once).', builder.name, builder.data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+  lock_path = os.fspath(builder.data_dir).rstrip('/') + '.lock'
+  os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+  with open(lock_path, 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # A builder made before another process finished building does not see
+    # the dataset's splits: make a new one.
+    builder = make_builder()
+    if not builder.is_prepared():
+      logging.info('Building %s into %s (once).', builder.name,
+                   builder.data_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder

@@ -164,9 +164,6 @@ def evaluate_folders(clean_dir: str, enhanced_dir: str, *,
   systems = {'enhanced': _score(cleans, enhanced, names, num_workers)}
   if noisy_dir:
     systems['noisy'] = _score(cleans, noisies, noisy_names, num_workers)
-  systems = {'enhanced': _score(cleans, enhanced, ids, num_workers)}
-  if noisy_dir:
-    systems['noisy'] = _score(cleans, noisies, ids, num_workers)
   summary = summarize(systems['enhanced'], systems.get('noisy'),
                       clean_dir=os.path.abspath(clean_dir),
                       enhanced_dir=os.path.abspath(enhanced_dir))

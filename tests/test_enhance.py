@@ -173,9 +173,14 @@ def test_bad_inputs_one_line_and_no_partial_output(tmp_path, make, message):
 
 
 @needs_shared
-def test_evaluate_folders_reproduces_reference_noisy_scores(tmp_path):
+def test_evaluate_folders_reproduces_reference_noisy_scores(tmp_path,
+                                                           monkeypatch):
   reference = json.loads((SHARED / 'reference_metrics.json').read_text())
   results = tmp_path / 'noisy_eval.json'
+  scored = []  # each file is scored once
+  score = evaluate.metrics.evaluate_pairs
+  monkeypatch.setattr(evaluate.metrics, 'evaluate_pairs',
+                      lambda pairs, **kw: scored.extend(pairs) or score(pairs, **kw))
   summary, table = evaluate.evaluate_folders(
       str(SHARED / 'vbd_test' / 'clean'), str(SHARED / 'vbd_test' / 'noisy'),
       results=str(results))
@@ -186,7 +191,7 @@ def test_evaluate_folders_reproduces_reference_noisy_scores(tmp_path):
   rows = (tmp_path / 'noisy_eval.csv').read_text().splitlines()
   assert len(rows) == 1 + 25 and rows[0].startswith('file,system,pesq')
   assert 'PESQ' in table and f'{reference["mean"]["pesq"]:.3f}' in table
-  assert summary['n_files'] == 25
+  assert summary['n_files'] == 25 and len(scored) == 25
 
 
 def test_evaluate_checkpoint_writes_table_csv_and_json(trained, tmp_path):

@@ -1,110 +1,11 @@
 """Starts a segan-jax job: ``python launch.py --flagfile=experiments/demo.flags``.
 
---mode=train (default) trains or resumes in --workdir; --mode=enhance cleans
---input into --output with a checkpoint of --workdir; --mode=evaluate prints
-the paper's metrics table for a checkpoint on --dataset/--split, or for
---enhanced_dir against --clean_dir; --mode=report writes WORKDIR/report.html.
+The same command line as ``python -m segan_jax`` and the ``segan-jax``
+script (segan_jax/cli.py), kept at the top of the repository for the
+flagfiles' relative paths and README's commands.
 """
 
-import os
-import sys
-
-from absl import app
-
-from segan_jax import flags as f
-from segan_jax import runtime
-
-
-def run(mode: str) -> None:
-  # Imported here so that --help answers without loading JAX.
-  # pylint: disable=g-import-not-at-top
-  from segan_jax import enhance, evaluate, input_pipeline, logging_utils, train
-  if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
-    if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
-      raise ValueError('--clean_dir and --enhanced_dir go together')
-    _, table = evaluate.evaluate_folders(
-        f.CLEAN_DIR.value, f.ENHANCED_DIR.value, results=f.RESULTS.value,
-        noisy_dir=f.NOISY_DIR.value, skip_bad_files=f.SKIP_BAD_FILES.value)
-    print(table)
-    return
-  if not f.WORKDIR.value:
-    raise ValueError(f'--mode={mode} needs --workdir')
-  if mode == 'report':
-    from segan_jax import report
-    print(f'Wrote {report.write_report(f.WORKDIR.value)}')
-    return
-  if mode == 'train':
-    config = f.config_from_flags()
-    result = train.train_and_evaluate(config, f.WORKDIR.value)
-    print(logging_utils.training_summary(config, f.WORKDIR.value, result))
-    if result.get('best'):
-      from segan_jax import checkpoints
-      best = result['best']
-      print(f'  best:        step {best["step"]}, {best["metric"]} '
-            f'{best["value"]:.4g} in {checkpoints.best_dir(f.WORKDIR.value)} '
-            '(enhance and evaluate use it by default)')
-    return
-  if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
-    # Checked before the checkpoint is loaded: a usage slip answers at once.
-    raise ValueError('--mode=enhance needs --input and --output')
-  # The best checkpoint (--keep_best) by default, else the latest.
-  generator = enhance.restore_generator(f.WORKDIR.value,
-                                        f.CHECKPOINT_STEP.value)
-  print(f'Using the {generator.source} of {f.WORKDIR.value}.', flush=True)
-  if mode == 'enhance':
-    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=f.SEED.value,
-                                overlap=float(f.ENHANCE_OVERLAP.value))
-    failed = []
-
-    def report(error):
-      # One line per bad file as it is met; the good files still get done.
-      print(f'error: {error}', file=sys.stderr, flush=True)
-      failed.append(error)
-
-    written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value,
-                                    on_error=report)
-    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with the '
-          f'{generator.source} of {f.WORKDIR.value}' +
-          (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
-    if failed:
-      sys.exit(2)
-  else:
-    source = input_pipeline.load_source(f.config_from_flags(), f.SPLIT.value)
-    results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
-                                              'evaluation.json')
-    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=f.SEED.value,
-                                overlap=float(f.ENHANCE_OVERLAP.value))
-    _, table = evaluate.evaluate_checkpoint(
-        generator, source, results=results,
-        label=f'{generator.config.model} step {generator.step}',
-        max_files=f.MAX_FILES.value, enhancer=enhancer)
-    print(table)
-    print(f'Per-file scores: {os.path.splitext(results)[0]}.csv; summary: '
-          f'{results}')
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from segan_jax import checkpoints, logging_utils  # pylint: disable=g-import-not-at-top
-  logging_utils.quiet_library_logs()
-  try:
-    if f.MODE.value == 'train':
-      from segan_jax import parallel  # pylint: disable=g-import-not-at-top
-      parallel.initialize_distributed(
-          f.DISTRIBUTED.value, f.COORDINATOR_ADDRESS.value,
-          f.NUM_PROCESSES.value, f.PROCESS_ID.value)
-    run(f.MODE.value)
-  except (ValueError, checkpoints.CheckpointError, FloatingPointError) as e:
-    # Problems with the user's input (files, flags, checkpoints): one clear
-    # line and a non-zero exit, no traceback.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
+from segan_jax import cli
 
 if __name__ == '__main__':
-  # Restarts once with glibc's huge-page malloc (segan_jax/runtime.py).
-  runtime.reexec_with_hugepage_malloc()
-  app.run(main)
+  cli.console_main()

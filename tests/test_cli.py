@@ -1,0 +1,47 @@
+"""The installed command line: ``python -m segan_jax`` and ``segan-jax``."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_non_editable_install_gives_module_and_console_script(tmp_path):
+  # Built from a copy, as `pip install .` from a fresh clone would, into a
+  # folder of its own (no dependencies: this interpreter has them).
+  source = tmp_path / 'source'
+  source.mkdir()
+  for name in ('pyproject.toml', 'setup.cfg', 'README.md'):
+    shutil.copy(REPO / name, source / name)
+  shutil.copytree(REPO / 'segan_jax', source / 'segan_jax',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  site = tmp_path / 'site'
+  install = subprocess.run(
+      [sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
+       str(site), str(source)], capture_output=True, text=True, timeout=600)
+  assert install.returncode == 0, install.stderr[-3000:]
+  env = dict(os.environ, PYTHONPATH=str(site))
+  elsewhere = tmp_path / 'elsewhere'  # not the repository: no launch.py here
+  elsewhere.mkdir()
+
+  def run(*command):
+    return subprocess.run(command, cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+  where = run(sys.executable, '-c', 'import segan_jax; print(segan_jax.__file__)')
+  assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+  module = run(sys.executable, '-m', 'segan_jax', '--helpfull')
+  # absl answers --help with the usage and exit status 1.
+  assert module.returncode == 1 and not module.stderr, module.stderr[-2000:]
+  assert '--flagfile' in module.stdout and '--workdir' in module.stdout
+  script = run(str(site / 'bin' / 'segan-jax'), '--mode=evaluate')
+  # A usage slip answers with the package's one-line error.
+  assert script.returncode == 2
+  assert script.stderr.strip().splitlines()[-1] == (
+      'error: --mode=evaluate needs --workdir')

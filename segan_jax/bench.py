@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segan_jax import audio
 from segan_jax import parallel
 from segan_jax import runtime
 from segan_jax import train
@@ -59,7 +60,6 @@ from segan_jax.config import MODEL_SIZES
 from segan_jax.models import layers
 from segan_jax.models.generator import decoder_features
 
-SAMPLE_RATE = 16000
 TORCH_INSTALL = 'pip install torch==2.13.0'
 ORDERS = ('alternate', 'blocked')
 
@@ -249,7 +249,7 @@ def _import_torch():
 
 def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
-  t = np.arange(config.window) / SAMPLE_RATE
+  t = np.arange(config.window) / audio.SAMPLE_RATE
   freq = rng.uniform(100, 400, (batch_size, 1))
   clean = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
   noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
@@ -304,7 +304,7 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
                   parallelism='none')
   data = _data(config, batch_size)
   flops = count_flops(config, batch_size)
-  audio_seconds = batch_size * config.window / SAMPLE_RATE
+  audio_seconds = batch_size * config.window / audio.SAMPLE_RATE
 
   torch = None if skip_torch else _import_torch()
   if torch is None and not skip_torch:

@@ -10,6 +10,7 @@ import os
 import sys
 
 from absl import app
+from absl import flags
 
 from segan_jax import flags as f
 from segan_jax import runtime
@@ -24,7 +25,8 @@ def run(mode: str) -> None:
       raise ValueError('--clean_dir and --enhanced_dir go together')
     _, table = evaluate.evaluate_folders(
         f.CLEAN_DIR.value, f.ENHANCED_DIR.value, results=f.RESULTS.value,
-        noisy_dir=f.NOISY_DIR.value, skip_bad_files=f.SKIP_BAD_FILES.value)
+        noisy_dir=f.NOISY_DIR.value,
+        skip_bad_files=flags.FLAGS.skip_bad_files)
     print(table)
     return
   if not f.WORKDIR.value:
@@ -53,7 +55,7 @@ def run(mode: str) -> None:
   print(f'Using the {generator.source} of {f.WORKDIR.value}.', flush=True)
   if mode == 'enhance':
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=f.SEED.value,
+                                seed=flags.FLAGS.seed,
                                 overlap=float(f.ENHANCE_OVERLAP.value))
     failed = []
 
@@ -74,7 +76,7 @@ def run(mode: str) -> None:
     results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
                                               'evaluation.json')
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=f.SEED.value,
+                                seed=flags.FLAGS.seed,
                                 overlap=float(f.ENHANCE_OVERLAP.value))
     _, table = evaluate.evaluate_checkpoint(
         generator, source, results=results,

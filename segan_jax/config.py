@@ -29,6 +29,15 @@ SKIP_CONNECTIONS = ('preactivation', 'activation')
 KERNEL_INITS = ('truncated_normal', 'xavier_uniform')
 KEEP_BEST_METRICS = ('val_pesq', 'val_stoi', 'val_csig', 'val_cbak', 'val_covl',
                      'val_ssnr')
+# The fields that take one of a few values, and those values (checked here;
+# the flags offer them).
+CHOICES = {
+    'model': MODELS, 'model_size': tuple(MODEL_SIZES),
+    'reconstruction_loss': RECONSTRUCTION_LOSSES, 'gan_loss': GAN_LOSSES,
+    'parallelism': PARALLELISM, 'nan_policy': NAN_POLICIES,
+    'optimizer': OPTIMIZERS, 'skip_connections': SKIP_CONNECTIONS,
+    'kernel_init': KERNEL_INITS, 'keep_best': KEEP_BEST_METRICS,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,13 +136,9 @@ class Config:
   nan_policy: str = 'stop'
 
   def __post_init__(self):
-    for name, known in (('model', MODELS), ('model_size', MODEL_SIZES),
-                        ('reconstruction_loss', RECONSTRUCTION_LOSSES),
-                        ('gan_loss', GAN_LOSSES), ('parallelism', PARALLELISM),
-                        ('nan_policy', NAN_POLICIES),
-                        ('optimizer', OPTIMIZERS),
-                        ('skip_connections', SKIP_CONNECTIONS),
-                        ('kernel_init', KERNEL_INITS)):
+    for name, known in CHOICES.items():
+      if name == 'keep_best' and self.keep_best is None:
+        continue
       if getattr(self, name) not in known:
         raise ValueError(f'unknown {name} {getattr(self, name)!r}; known: '
                          f'{", ".join(known)}')
@@ -143,9 +148,6 @@ class Config:
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-    if self.keep_best is not None and self.keep_best not in KEEP_BEST_METRICS:
-      raise ValueError(f'unknown keep_best {self.keep_best!r}; known: '
-                       f'{", ".join(KEEP_BEST_METRICS)}')
     if not 0.0 <= self.output_highpass_hz < 4000.0:
       raise ValueError('output_highpass_hz must be in [0, 4000), got '
                        f'{self.output_highpass_hz}')

@@ -29,7 +29,8 @@ import numpy as np
 import pesq as pesq_lib
 import pystoi
 
-SAMPLE_RATE = 16000
+from segan_jax.audio import SAMPLE_RATE
+
 METRIC_NAMES = ('pesq', 'stoi', 'ssnr', 'llr', 'wss', 'csig', 'cbak', 'covl')
 
 # Hu & Loizou conventions.

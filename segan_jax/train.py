@@ -540,7 +540,7 @@ def make_validator(config: Config, workdir: str,
     if enhancer is None:
       enhancer = enhance.Enhancer(generator)
     summary, _ = evaluate.evaluate_checkpoint(
-        generator, source, label='SEGAN', max_files=config.validation_files,
+        generator, source, label=config.model, max_files=config.validation_files,
         results=os.path.join(workdir, 'validation', f'step_{step}.json'),
         enhancer=enhancer)
     scores = {f'val_{k}': float(summary[k])

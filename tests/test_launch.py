@@ -180,3 +180,14 @@ def test_enhance_and_evaluate_modes(tmp_path):
                     f'--output={tmp_path / "y"}')
   assert no_input.returncode != 0 and 'no such file' in no_input.stderr
   assert 'Traceback' not in no_input.stderr
+
+
+def test_flags_take_config_defaults_and_cover_every_field():
+  # No flagfile: the Config the flags give is Config() itself, so a default
+  # written in config.py is the flag's default.
+  result = subprocess.run(
+      [sys.executable, '-c', _READ_FLAGFILE.replace(
+          "print(json.dumps(", "from segan_jax.config import Config\n"
+          "assert config == Config(), (config, Config())\nprint(json.dumps(")],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]

@@ -39,12 +39,6 @@ def run(mode: str) -> None:
     config = f.config_from_flags()
     result = train.train_and_evaluate(config, f.WORKDIR.value)
     print(logging_utils.training_summary(config, f.WORKDIR.value, result))
-    if result.get('best'):
-      from segan_jax import checkpoints
-      best = result['best']
-      print(f'  best:        step {best["step"]}, {best["metric"]} '
-            f'{best["value"]:.4g} in {checkpoints.best_dir(f.WORKDIR.value)} '
-            '(enhance and evaluate use it by default)')
     return
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
     # Checked before the checkpoint is loaded: a usage slip answers at once.

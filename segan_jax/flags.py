@@ -160,13 +160,12 @@ _CONFIG_HELP = {
 _FIELD_TYPES = typing.get_type_hints(config_lib.Config)
 
 
-def _field_type(name: str) -> tuple[Any, bool]:
-  """(the field's type without None, whether None is allowed)."""
+def _field_type(name: str) -> Any:
+  """The field's type, without the None of an optional field."""
   hint = _FIELD_TYPES[name]
   if isinstance(hint, types.UnionType):
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0], len(args) < len(typing.get_args(hint))
-  return hint, False
+    return next(a for a in typing.get_args(hint) if a is not type(None))
+  return hint
 
 
 def _define_config_flags() -> None:
@@ -174,7 +173,7 @@ def _define_config_flags() -> None:
   for field in dataclasses.fields(config_lib.Config):
     name = field.name
     default = getattr(defaults, name)
-    kind, _ = _field_type(name)
+    kind = _field_type(name)
     help_text = _CONFIG_HELP[name]
     if name in config_lib.CHOICES:
       flags.DEFINE_enum(name, default, list(config_lib.CHOICES[name]),
@@ -200,7 +199,7 @@ def config_from_flags() -> config_lib.Config:
   values = {}
   for field in dataclasses.fields(config_lib.Config):
     value = flags.FLAGS[field.name].value
-    kind, _ = _field_type(field.name)
+    kind = _field_type(field.name)
     if typing.get_origin(kind) is tuple and value is not None:
       items = typing.get_args(kind)
       if not value:

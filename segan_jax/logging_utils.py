@@ -134,6 +134,11 @@ def training_summary(config, workdir: str, result: dict[str, Any]) -> str:
       f'tensorboard --logdir {workdir}',
       f'  report:      python launch.py --mode=report --workdir={workdir}',
   ]
+  best = result.get('best')
+  if best:
+    lines.append(f'  best:        step {best["step"]}, {best["metric"]} '
+                 f'{best["value"]:.4g} in {checkpoints.best_dir(workdir)} '
+                 '(enhance and evaluate use it by default)')
   if config.model == 'gan':
     lines.append(f'  samples:     {os.path.join(workdir, "samples")}')
   else:

@@ -20,6 +20,7 @@ from conftest import REPO  # pylint: disable=g-bad-import-order
 
 from segan_jax import checkpoints
 from segan_jax import enhance
+from segan_jax import logging_utils
 from segan_jax import models
 from segan_jax import train
 from segan_jax import train_state
@@ -291,6 +292,10 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
   second = train.train_and_evaluate(run.replace(num_epochs=4), str(tmp_path))
   # Resuming remembered 3.0: neither 2.0 nor 2.5 replaced it.
   assert second['best'] == first['best'] and len(seen) == 4
+  # The end-of-run summary names it.
+  summary = logging_utils.training_summary(run, str(tmp_path), second)
+  assert (f'  best:        step {2 * epoch}, val_pesq 3 in '
+          f'{tmp_path / "best"}') in summary
   assert _steps(tmp_path) == [4 * epoch]  # the best's own was rotated away
   assert os.listdir(tmp_path / 'best' / 'checkpoints') == [str(2 * epoch)]
 

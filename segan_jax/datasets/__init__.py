@@ -88,13 +88,14 @@ def get_source(name: str, split: str, data_dir: str | None = None, *,
     make_builder = functools.partial(builders.WavPairs, source_dir=data_dir,
                                      skip_bad_files=skip_bad_files,
                                      data_dir=tfds_data_dir)
+    check_sources = None
   else:
     make_builder = functools.partial(builders.VoicebankDemand,
                                      skip_bad_files=skip_bad_files,
                                      data_dir=tfds_data_dir)
-    if not make_builder().is_prepared():
-      builders.check_voicebank_manual_dir(manual_dir)
-  builder = prepare(make_builder, manual_dir or data_dir)
+    check_sources = functools.partial(builders.check_voicebank_manual_dir,
+                                      manual_dir)
+  builder = prepare(make_builder, manual_dir or data_dir, check_sources)
   available = list(builder.info.splits.keys())
   if available == ['pairs']:  # a flat folder serves every split name
     split = 'pairs'
@@ -104,19 +105,23 @@ def get_source(name: str, split: str, data_dir: str | None = None, *,
   return TfdsSource(builder.as_data_source(split=split))
 
 
-def prepare(make_builder: Callable[[], Any], manual_dir: str | None) -> Any:
+def prepare(make_builder: Callable[[], Any], manual_dir: str | None,
+            check_sources: Callable[[], None] | None = None) -> Any:
   """Builds the dataset once and returns a builder that reads it.
 
   Processes that start together (two runs on the same data, or the hosts of
   one run sharing a disk) take turns on a lock file beside the dataset: the
   first builds it, the others then find it ready. Without the lock each
   would build its own copy and all but the first would fail renaming it
-  into place.
+  into place. ``check_sources``, when given, checks the files a build would
+  read (raising with a clear message) before it waits for or starts one.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = make_builder()
   if builder.is_prepared():
     return builder
+  if check_sources is not None:
+    check_sources()
   lock_path = os.fspath(builder.data_dir).rstrip('/') + '.lock'
   os.makedirs(os.path.dirname(lock_path), exist_ok=True)
   with open(lock_path, 'a') as lock:

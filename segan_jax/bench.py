@@ -51,10 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from segan_jax import audio
+from segan_jax import enhance
 from segan_jax import parallel
 from segan_jax import runtime
 from segan_jax import train
-from segan_jax import train_state
+from segan_jax import systems
 from segan_jax.config import Config
 from segan_jax.config import MODEL_SIZES
 from segan_jax.models import layers
@@ -187,14 +188,17 @@ class _JaxRunner:
     self.config = config
     rng = jax.random.key(config.seed)
     init_rng, self.train_rng = jax.random.split(rng)
-    states = train_state.create_states(config, init_rng, data['reference'])
+    states = systems.create_states(config, init_rng)
+    # The benchmark's own reference batch, as training draws one from data.
+    states['d'] = states['d'].replace(
+        reference=jnp.asarray(data['reference'], jnp.float32))
     g_state = states['g']
     self.strategy = parallel.make_strategy('none', config.batch_size)
     self.step_fn = self.strategy.compile(train.make_train_step(config))
     self.states = self.strategy.put_state(states)
     # A copy: the train step donates (invalidates) the state buffers.
     self.g_params = jax.tree.map(jnp.copy, g_state.params)
-    generator = train_state.make_generator(config)
+    generator = systems.generator(config)
     self.infer_fn = jax.jit(
         lambda variables, noisy, z: generator.apply(variables, noisy, z))
     self.noisy = jnp.asarray(data['noisy'])
@@ -254,7 +258,7 @@ def _data(config: Config, batch_size: int) -> dict[str, np.ndarray]:
   clean = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
   noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
   reference = rng.normal(0, 0.3, (config.vbn_reference_size, config.window, 2))
-  z = rng.standard_normal((batch_size,) + train_state.latent_shape(config))
+  z = rng.standard_normal((batch_size,) + systems.latent_shape(config))
   return {'noisy': noisy, 'clean': clean,
           'reference': reference.astype(np.float32),
           'z': z.astype(np.float32)}
@@ -409,13 +413,12 @@ def _peak_rss_mb() -> float:
 def _enhance_memory_child(path: str, model_size: str) -> None:
   """Runs in a fresh process: compile on a short file, then the long one."""
   import soundfile  # pylint: disable=g-import-not-at-top
-  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
   config = Config(model_size=model_size, parallelism='none')
-  model = train_state.make_generator(config)
-  z = jnp.zeros((1,) + train_state.latent_shape(config))
+  model = systems.generator(config)
+  z = jnp.zeros((1,) + systems.latent_shape(config))
   params = jax.jit(model.init)(jax.random.key(0),
                                jnp.zeros((1, config.window)), z)['params']
-  enhancer = enhance.Enhancer(enhance.Generator(config, params, 0))
+  enhancer = enhance.Enhancer(enhance.TrainedGenerator(config, params, 0))
   info = soundfile.info(path)
   with tempfile.TemporaryDirectory() as scratch:
     warm = os.path.join(scratch, 'warm.wav')

@@ -31,7 +31,7 @@ from flax import serialization
 from flax import traverse_util
 
 from segan_jax import files
-from segan_jax import train_state
+from segan_jax import systems
 from segan_jax.config import Config
 
 
@@ -118,12 +118,7 @@ class Checkpointer:
     such checkpoint or it was written for another model.
     """
     step = self.resolve_step(step)
-    meta = self.read_meta(step)
-    saved = config_from_meta(meta).model_signature()
-    if saved != config.model_signature():
-      raise CheckpointError(
-          f'checkpoint {self.directory}/{step} was written for model '
-          f'{saved}, but this run builds {config.model_signature()}')
+    meta = self._read_matching_meta(step, config)
     with self._reading(step):
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(_state_tree(states, rng))))['state']
@@ -131,6 +126,36 @@ class Checkpointer:
               for name, s in states.items()}
     rng = jax.random.wrap_key_data(np.asarray(restored['rng']))
     return states, rng, meta
+
+  def restore_params(self, config: Config, network: str, step: int) -> Any:
+    """Only ``network``'s parameters of checkpoint ``step`` (host numpy).
+
+    What inference needs: the other networks and the optimizer states stay
+    on disk.
+    """
+    self._read_matching_meta(step, config)
+    shapes = jax.eval_shape(
+        lambda: systems.create_states(config, jax.random.key(0)))
+    template = {network: {'params': shapes[network].params}}
+    with self._reading(step):
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=template, partial_restore=True,
+              restore_args=jax.tree.map(
+                  lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                  template))))['state']
+    return restored[network]['params']
+
+  def _read_matching_meta(self, step: int, config: Config) -> dict[str, Any]:
+    """Checkpoint ``step``'s metadata; CheckpointError unless it was
+    written for a model of ``config``'s signature."""
+    meta = self.read_meta(step)
+    saved = systems.signature(config_from_meta(meta))
+    if saved != systems.signature(config):
+      raise CheckpointError(
+          f'checkpoint {self.directory}/{step} was written for model '
+          f'{saved}, but this run builds {systems.signature(config)}')
+    return meta
 
   def newest_readable(self, load, move_aside: bool):
     """``load(step)`` of the newest checkpoint that can be read.
@@ -200,9 +225,6 @@ def config_from_meta(meta: dict[str, Any]) -> Config:
 
 # --- Warm start: G (and D) from another run's checkpoint ----------------------
 
-# Model kinds whose networks can start from each other's: SEGAN's G is the
-# autoencoder's plus z; the basic GAN's networks are another architecture.
-_KIND_FAMILIES = ({'segan', 'autoencoder'}, {'gan'})
 # The one layer whose kernel may grow: SEGAN's first decoder layer reads the
 # code with z concatenated after it ([K, Cin + Cz, Cout]).
 _Z_INPUT_LAYER = 'dec_0'
@@ -258,14 +280,14 @@ def load_init_states(spec: str, config: Config):
 
   def load(step):
     source = config_from_meta(ckpt.read_meta(step))
-    if not any(config.model in family and source.model in family
-               for family in _KIND_FAMILIES):
+    if (systems.of(source).WARM_START_FAMILY !=
+        systems.of(config).WARM_START_FAMILY):
       raise CheckpointError(
           f'--init_from={spec}: {ckpt.directory}/{step} holds a '
           f'{source.model} model, which cannot start a {config.model} run '
           '(segan and autoencoder start each other; gan only gan)')
     template = jax.device_get(jax.eval_shape(
-        lambda: train_state.create_states(source, jax.random.key(0))))
+        lambda: systems.create_states(source, jax.random.key(0))))
     states, _, _ = ckpt.restore(template, jax.random.key(0), source,
                                 step=step)
     return states, source, step, ckpt.directory

@@ -17,9 +17,10 @@ from segan_jax import runtime
 
 
 def run(mode: str) -> None:
-  # Imported here so that --help answers without loading JAX.
+  # Imported here, not at the top, so that --help answers without loading
+  # JAX and the libraries; no cycle is avoided by it.
   # pylint: disable=g-import-not-at-top
-  from segan_jax import enhance, evaluate, input_pipeline, logging_utils, train
+  from segan_jax import enhance, evaluate, hooks, input_pipeline, report, train
   if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
     if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
       raise ValueError('--clean_dir and --enhanced_dir go together')
@@ -32,13 +33,13 @@ def run(mode: str) -> None:
   if not f.WORKDIR.value:
     raise ValueError(f'--mode={mode} needs --workdir')
   if mode == 'report':
-    from segan_jax import report
     print(f'Wrote {report.write_report(f.WORKDIR.value)}')
     return
   if mode == 'train':
     config = f.config_from_flags()
-    result = train.train_and_evaluate(config, f.WORKDIR.value)
-    print(logging_utils.training_summary(config, f.WORKDIR.value, result))
+    result = train.train_and_evaluate(
+        config, f.WORKDIR.value, make_checkpoint_hook=hooks.make_checkpoint_hook)
+    print(train.training_summary(config, f.WORKDIR.value, result))
     return
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
     # Checked before the checkpoint is loaded: a usage slip answers at once.
@@ -84,11 +85,12 @@ def run(mode: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from segan_jax import checkpoints, logging_utils  # pylint: disable=g-import-not-at-top
+  # For --help without JAX, as in run().
+  # pylint: disable=g-import-not-at-top
+  from segan_jax import checkpoints, logging_utils, parallel
   logging_utils.quiet_library_logs()
   try:
     if f.MODE.value == 'train':
-      from segan_jax import parallel  # pylint: disable=g-import-not-at-top
       parallel.initialize_distributed(
           f.DISTRIBUTED.value, f.COORDINATOR_ADDRESS.value,
           f.NUM_PROCESSES.value, f.PROCESS_ID.value)

@@ -50,7 +50,7 @@ class Config:
   encoder_features: tuple[int, ...] | None = None
   kernel_size: int | None = None
   window_size: int | None = None
-  use_z: bool = True  # SEGAN's latent z (the autoencoder never has one)
+  use_z: bool = True  # SEGAN's latent z (the autoencoder ignores it: never a z)
   # Where G's skip connections are taken: before the encoder's PReLU (as in
   # santi-pdp/segan) or after it.
   skip_connections: str = 'preactivation'
@@ -142,8 +142,6 @@ class Config:
       if getattr(self, name) not in known:
         raise ValueError(f'unknown {name} {getattr(self, name)!r}; known: '
                          f'{", ".join(known)}')
-    if self.model == 'autoencoder':
-      object.__setattr__(self, 'use_z', False)
     for name in ('num_epochs', 'batch_size', 'checkpoint_every_epochs',
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:
@@ -198,15 +196,3 @@ class Config:
 
   def replace(self, **changes) -> 'Config':
     return dataclasses.replace(self, **changes)
-
-  def model_signature(self) -> dict[str, Any]:
-    """What a checkpoint's parameters depend on (checked when restoring)."""
-    signature = dict(model=self.model, features=list(self.features),
-                     kernel=self.kernel, window=self.window, use_z=self.use_z,
-                     skip_connections=self.skip_connections,
-                     residual=self.residual)
-    if self.model == 'segan':
-      signature['discriminator_features'] = list(self.d_features)
-    if self.model == 'gan':
-      signature['latent_dim'] = self.latent_dim
-    return signature

@@ -28,21 +28,21 @@ from segan_jax import audio
 from segan_jax import checkpoints
 from segan_jax import models
 from segan_jax import parallel
-from segan_jax import train_state
+from segan_jax import systems
 from segan_jax.config import Config
 
 # Samples (at the file's rate) read from disk at a time.
 BLOCK_SECONDS = 20
 
 
-# Bad input for enhancement (a file, a folder, an output path); the message
-# names it. The same type as audio.AudioError, which the shared file checks
-# raise, so callers catch one type for "this path cannot be used".
-EnhanceError = audio.AudioError
+class EnhanceError(audio.AudioError):
+  """An output path (or input folder) enhancement cannot use; the message
+  names it. Unreadable input files raise audio.AudioError, the base class, so
+  callers catch that one type for "this path cannot be used"."""
 
 
 @dataclasses.dataclass
-class Generator:
+class TrainedGenerator:
   """A trained generator ready to apply: config, parameters and step.
 
   ``source`` says which checkpoint it came from, for messages, e.g.
@@ -56,7 +56,7 @@ class Generator:
 
 
 def restore_generator(workdir: str, step: int | None = None,
-                      prefer_best: bool = True) -> Generator:
+                      prefer_best: bool = True) -> TrainedGenerator:
   """Loads G's parameters from a checkpoint of ``workdir``.
 
   ``step`` picks that checkpoint (also when only the copy kept as the best
@@ -64,7 +64,7 @@ def restore_generator(workdir: str, step: int | None = None,
   kept by --keep_best) when there is one and ``prefer_best``, else the
   latest (or the newest one before it that can be read). The model is
   rebuilt from the config saved in the checkpoint, so no model flags are
-  needed. ``Generator.source`` (also logged) says which checkpoint was used.
+  needed. ``TrainedGenerator.source`` (also logged) says which checkpoint was used.
   """
   if prefer_best or step is not None:
     generator = _restore_best(workdir, step)
@@ -86,7 +86,7 @@ def restore_generator(workdir: str, step: int | None = None,
   return generator
 
 
-def _restore_best(workdir: str, step: int | None) -> Generator | None:
+def _restore_best(workdir: str, step: int | None) -> TrainedGenerator | None:
   """G of WORKDIR/best (when ``step`` is None or the best's), else None."""
   kept = checkpoints.best_checkpointer(workdir)
   if kept is None:
@@ -114,22 +114,19 @@ def _own_steps(workdir: str) -> list[int]:
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
-def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> Generator:
+def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> TrainedGenerator:
   config = checkpoints.config_from_meta(ckpt.read_meta(step))
-  if config.model == 'gan':
+  if not systems.of(config).ENHANCES:
     raise checkpoints.CheckpointError(
-        f'{ckpt.directory}/{step} holds a basic GAN, which generates rather '
-        'than enhances; use a segan or autoencoder run')
-  template = jax.device_get(jax.eval_shape(
-      lambda: train_state.create_states(config, jax.random.key(0))))
-  states, _, _ = ckpt.restore(template, jax.random.key(0), config, step=step)
-  return Generator(config, states['g'].params, step)
+        f'{ckpt.directory}/{step} holds a {config.model} model, which '
+        'generates rather than enhances; use a segan or autoencoder run')
+  return TrainedGenerator(config, ckpt.restore_params(config, 'g', step), step)
 
 
 class Enhancer:
   """Applies a generator to 16 kHz signals, window by window, in batches."""
 
-  def __init__(self, generator: Generator, batch_size: int = 8,
+  def __init__(self, generator: TrainedGenerator, batch_size: int = 8,
                seed: int = 0, overlap: float = 0.0):
     config = generator.config
     self.config = config
@@ -147,8 +144,8 @@ class Enhancer:
     self.strategy = parallel.ShardingStrategy(batch_size, jax.local_devices())
     self.batch_size = batch_size
     self.rng = jax.random.key(seed)
-    model = train_state.make_generator(config)
-    latent = train_state.latent_shape(config) if config.use_z else None
+    model = systems.generator(config)
+    latent = systems.latent_shape(config)
 
     def apply(variables, noisy, window_index):
       z = None
@@ -400,12 +397,12 @@ def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
 
 
 def enhance_paths(enhancer: Enhancer, input_path: str, output_path: str,
-                  on_error: Callable[[EnhanceError], None] | None = None
+                  on_error: Callable[[audio.AudioError], None] | None = None
                   ) -> list[str]:
   """Enhances a file or a folder tree; returns the files written.
 
   A file that cannot be enhanced (unreadable, empty, NaN, unwritable output)
-  raises EnhanceError, or, when ``on_error`` is given, is passed to it and
+  raises audio.AudioError, or, when ``on_error`` is given, is passed to it and
   skipped so that one bad recording does not stop a folder of good ones. No
   output is left for a skipped file. Problems with the paths themselves
   (missing input, output = input) always raise.
@@ -417,7 +414,7 @@ def enhance_paths(enhancer: Enhancer, input_path: str, output_path: str,
     for src, dst in bar:
       try:
         seconds += enhance_file(enhancer, src, dst)
-      except EnhanceError as e:
+      except audio.AudioError as e:
         if on_error is None:
           raise
         on_error(e)

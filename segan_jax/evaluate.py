@@ -101,7 +101,7 @@ def summarize(model_rows: list[dict], noisy_rows: list[dict] | None,
   return summary
 
 
-def evaluate_checkpoint(generator: enhance.Generator, source, *, results: str,
+def evaluate_checkpoint(generator: enhance.TrainedGenerator, source, *, results: str,
                         label: str, batch_size: int = 8,
                         max_files: int | None = None,
                         num_workers: int | None = None,
@@ -140,10 +140,10 @@ def evaluate_folders(clean_dir: str, enhanced_dir: str, *,
   for pair in pairs:
     try:
       clean = audio.read_mono_16k(pair.clean)
-      processed = audio.read_mono_16k(pair.noisy)
+      processed = audio.read_mono_16k(pair.degraded)
       if processed.shape != clean.shape:
         raise pairs_lib.PairError(
-            f'{pair.noisy}: {processed.shape[0]} samples at 16 kHz but '
+            f'{pair.degraded}: {processed.shape[0]} samples at 16 kHz but '
             f'{pair.clean} has {clean.shape[0]}')
       noisy = None
       if noisy_dir:
@@ -153,7 +153,7 @@ def evaluate_folders(clean_dir: str, enhanced_dir: str, *,
       continue
     ids.append(pair.id)
     # Metric errors name the enhanced file by its path, like read errors.
-    names.append(pair.noisy)
+    names.append(pair.degraded)
     cleans.append(clean)
     enhanced.append(processed)
     if noisy_dir:

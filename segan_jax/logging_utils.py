@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import logging as std_logging
 import os
+import platform
 import sys
 import time
 from typing import Any
 
+import jax
+import numpy as np
 from absl import logging
+from tensorboardX import SummaryWriter
 
 from segan_jax import files
 
@@ -40,14 +46,12 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, enabled: bool | None = None):
-    import jax  # pylint: disable=g-import-not-at-top
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._jsonl = None
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -80,8 +84,6 @@ class MetricWriter:
 
 def versions() -> dict[str, str]:
   """Versions of what a run depends on, for its run record."""
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-  import platform  # pylint: disable=g-import-not-at-top
   out = {'python': platform.python_version()}
   for package in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
                   'tensorflow-datasets', 'grain', 'numpy', 'segan-jax'):
@@ -94,7 +96,6 @@ def versions() -> dict[str, str]:
 
 def write_run_record(workdir: str, config_dict: dict[str, Any]) -> str:
   """``WORKDIR/run.json``: the config, versions, devices and command line."""
-  import jax  # pylint: disable=g-import-not-at-top
   record = {
       'config': config_dict,
       'versions': versions(),
@@ -113,40 +114,6 @@ def write_run_record(workdir: str, config_dict: dict[str, Any]) -> str:
   return path
 
 
-def training_summary(config, workdir: str, result: dict[str, Any]) -> str:
-  """What a finished run left and the commands that use it, for stdout."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from segan_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  folder = checkpoints.checkpoint_dir(workdir)
-  steps = sorted(int(s) for s in os.listdir(folder) if s.isdigit())
-  if result.get('preempted'):
-    head = (f'Preempted: saved a checkpoint at step {result["step"]} and '
-            'stopped; launch the same command again to continue.')
-  else:
-    head = (f'Trained {config.model} to step {result["step"]} '
-            f'(epoch {result["epoch"]}).')
-  lines = [
-      head,
-      f'  parameters:  sha256 {fingerprint(result["states"])[:16]} '
-      f'(process {jax.process_index()})',
-      f'  checkpoints: {folder} (steps {", ".join(map(str, steps))})',
-      f'  metrics:     {os.path.join(workdir, "metrics.jsonl")}; '
-      f'tensorboard --logdir {workdir}',
-      f'  report:      python launch.py --mode=report --workdir={workdir}',
-  ]
-  best = result.get('best')
-  if best:
-    lines.append(f'  best:        step {best["step"]}, {best["metric"]} '
-                 f'{best["value"]:.4g} in {checkpoints.best_dir(workdir)} '
-                 '(enhance and evaluate use it by default)')
-  if config.model == 'gan':
-    lines.append(f'  samples:     {os.path.join(workdir, "samples")}')
-  else:
-    lines.append(f'  enhance:     python launch.py --mode=enhance '
-                 f'--workdir={workdir} --input=NOISY --output=ENHANCED')
-  return '\n'.join(lines)
-
-
 def fingerprint(states: dict[str, Any]) -> str:
   """sha256 of every parameter's bytes: equal only for bit-identical runs.
 
@@ -154,9 +121,6 @@ def fingerprint(states: dict[str, Any]) -> str:
   multi-host run (and a resumed run against an uninterrupted one) can be
   compared at a glance.
   """
-  import hashlib  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
   for name in sorted(states):
     for leaf in jax.tree.leaves(states[name].params):

@@ -1,14 +1,13 @@
 """Process settings that make XLA:CPU faster, applied by the entry points.
 
-XLA:CPU allocates each step's temporary buffers (1.3 GB for SEGAN's paper-size
-train step at batch 8, plus its convolutions' scratch) with ``malloc`` and
-frees them when the step ends. glibc serves blocks that big with fresh
-``mmap``s, so every step touched ~310,000 new 4 KiB pages: 0.6 s of page
-faults per 2.8 s step on a 2-core machine. Where transparent huge pages are
-in 'madvise' mode (common on cloud VMs), glibc's tunable
+XLA:CPU allocates each step's temporary buffers (over a gigabyte for SEGAN's
+paper-size train step) with ``malloc`` and frees them when the step ends.
+glibc serves blocks that big with fresh ``mmap``s, so every step faults in
+hundreds of thousands of new 4 KiB pages. Where transparent huge pages are in
+'madvise' mode (common on cloud VMs), glibc's tunable
 ``glibc.malloc.hugetlb=1`` (glibc >= 2.35) makes malloc ask for huge pages:
-~2,000 faults per step and fewer TLB misses; the train step went from 2.78 to
-2.43 s (BENCHMARKS.md). Tunables are read when a process starts, so
+a few thousand faults per step and fewer TLB misses (BENCHMARKS.md has the
+figures). Tunables are read when a process starts, so
 `reexec_with_hugepage_malloc` restarts the entry point once with the tunable
 set. Set SEGAN_JAX_NO_HUGEPAGE_MALLOC=1 to keep the process as started.
 """

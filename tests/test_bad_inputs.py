@@ -27,11 +27,11 @@ import soxr
 from conftest import speechlike  # pylint: disable=g-bad-import-order
 from test_launch import launch  # pylint: disable=g-bad-import-order
 
+from segan_jax import systems
 from segan_jax import checkpoints
 from segan_jax import datasets
 from segan_jax import enhance
 from segan_jax import evaluate
-from segan_jax import train_state
 from segan_jax.config import Config
 
 OK = 'ok'            # correct output expected
@@ -329,7 +329,7 @@ def _checkpoint_of_another_model_size(tmp, workdir):
                   vbn_reference_size=4)
   # Shapes only: building a demo-size model's states would take seconds.
   template = jax.eval_shape(
-      lambda: train_state.create_states(config, jax.random.key(0)))
+      lambda: systems.create_states(config, jax.random.key(0)))
   checkpoints.Checkpointer(workdir).restore(template, jax.random.key(0),
                                             config)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from segan_jax import systems
 from segan_jax import bench
 from segan_jax.config import Config
 
@@ -42,20 +43,19 @@ def test_torch_reference_generator_matches_jax():
   torch = pytest.importorskip('torch')
   import jax  # pylint: disable=g-import-not-at-top
   from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
-  from segan_jax import train_state  # pylint: disable=g-import-not-at-top
   config = Config(model_size='tiny')
   g, d = torch_reference.make_models(config)
   rng = np.random.default_rng(0)
   noisy = rng.normal(size=(2, config.window)).astype(np.float32)
-  z = rng.normal(size=(2,) + train_state.latent_shape(config)).astype(
+  z = rng.normal(size=(2,) + systems.latent_shape(config)).astype(
       np.float32)
   z_t = torch.from_numpy(z).permute(0, 2, 1)
   assert tuple(z_t.shape[1:]) == torch_reference.latent_shape(config)
   with torch.no_grad():
     assert tuple(g(torch.from_numpy(noisy), z_t).shape) == (2, config.window)
   # Same parameters -> same outputs as the Flax networks.
-  g_jax = train_state.make_generator(config)
-  d_jax = train_state.make_discriminator(config)
+  g_jax = systems.generator(config)
+  d_jax = systems.segan.discriminator(config)
   g_params = g_jax.init(jax.random.key(0), noisy, z)['params']
   g_params = jax.tree_util.tree_map_with_path(
       lambda path, p: p + 0.25 if 'alpha' in str(path) else p, g_params)

@@ -11,6 +11,7 @@ import soxr
 from scipy import signal as scipy_signal
 from conftest import speechlike  # pylint: disable=g-bad-import-order
 
+from segan_jax import audio
 from segan_jax import checkpoints
 from segan_jax import enhance
 from segan_jax import evaluate
@@ -96,7 +97,7 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
   steps = checkpoints.Checkpointer(workdir).all_steps()
   restored = enhance.restore_generator(workdir)
   assert restored.step == steps[-1] == result['step']
-  in_memory = enhance.Generator(restored.config, result['g_state'].params,
+  in_memory = enhance.TrainedGenerator(restored.config, result['g_state'].params,
                                 result['step'])
   x = speechlike(16000, 1.5, 1)[:, 0]
   a = enhance.Enhancer(restored).enhance_signal(x)
@@ -164,7 +165,7 @@ def test_folder_tree_is_kept_and_inputs_untouched(trained, tmp_path):
 def test_bad_inputs_one_line_and_no_partial_output(tmp_path, make, message):
   src = tmp_path / 'bad.wav'
   make(src)
-  with pytest.raises(enhance.EnhanceError, match=message) as e:
+  with pytest.raises(audio.AudioError, match=message) as e:
     enhance.enhance_file(IdentityEnhancer(), str(src),
                          str(tmp_path / 'out' / 'bad.wav'))
   assert '\n' not in str(e.value) and 'bad.wav' in str(e.value)

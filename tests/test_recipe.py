@@ -11,7 +11,8 @@ import optax
 import pytest
 from jax import lax
 
-from segan_jax import audio, losses, models, train, train_state
+from segan_jax import systems
+from segan_jax import audio, losses, train, train_state
 from segan_jax.config import Config
 from segan_jax.models import layers
 
@@ -78,7 +79,7 @@ def test_kernels_start_truncated_normal_with_std_002():
   # The models pass --kernel_init on: Xavier's first layer (fan 15 + 60)
   # reaches far beyond 0.04.
   for init, bound in (('truncated_normal', 0.04), ('xavier_uniform', 0.28)):
-    g = train_state.make_generator(_tiny(kernel_init=init))
+    g = systems.generator(_tiny(kernel_init=init))
     params = g.init(jax.random.key(0), jnp.zeros((1, 1024)),
                     jnp.zeros((1, 32, 16)))['params']
     assert 0.5 * bound < np.abs(params['enc_0']['kernel']).max() <= bound
@@ -90,7 +91,7 @@ def test_skip_tensors_are_taken_before_the_prelu(preactivation):
   PReLU's output, by --skip_connections."""
   config = _tiny(use_z=False, skip_connections=(
       'preactivation' if preactivation else 'activation'))
-  g = train_state.make_generator(config)
+  g = systems.generator(config)
   x = jax.random.normal(jax.random.key(1), (1, 1024))
   params = g.init(jax.random.key(0), x)
   seen = {}
@@ -114,17 +115,17 @@ def test_skip_tensors_are_taken_before_the_prelu(preactivation):
 
 def test_residual_generator_starts_as_identity():
   config = _tiny(residual=True)
-  states = train_state.create_states(config, jax.random.key(0))
+  states = systems.create_states(config, jax.random.key(0))
   g = states['g']
   x = jax.random.normal(jax.random.key(1), (2, 1024)) * 0.1
-  z = jax.random.normal(jax.random.key(2), (2,) + train_state.latent_shape(
+  z = jax.random.normal(jax.random.key(2), (2,) + systems.latent_shape(
       config))
   np.testing.assert_array_equal(g.apply_fn({'params': g.params}, x, z), x)
 
 
 def test_discriminator_features_override():
   config = _tiny(discriminator_features=(2, 4, 4, 8, 8))
-  states = train_state.create_states(config, jax.random.key(0))
+  states = systems.create_states(config, jax.random.key(0))
   assert states['d'].params['conv_4']['kernel'].shape == (15, 8, 8)
   assert states['g'].params['enc_4']['kernel'].shape == (15, 16, 16)
 
@@ -145,7 +146,7 @@ def test_stft_weight_adds_a_metric_and_changes_the_update():
   config = _tiny(model='autoencoder')
   batch = {'noisy': jax.random.normal(jax.random.key(1), (2, 1024)) * 0.1,
            'clean': jax.random.normal(jax.random.key(2), (2, 1024)) * 0.1}
-  states = train_state.create_states(config, jax.random.key(0))
+  states = systems.create_states(config, jax.random.key(0))
   plain, m0 = train.make_train_step(config)(states, batch, jax.random.key(3))
   with_stft, m1 = train.make_train_step(config.replace(stft_weight=1.0))(
       states, batch, jax.random.key(3))
@@ -185,7 +186,7 @@ def test_learning_health_demo_generator_fits_real_windows():
   config = Config(model='autoencoder', model_size='demo', window_size=4096,
                   batch_size=8, residual=True, kernel_init='xavier_uniform',
                   optimizer='adam', adam_b1=0.5, learning_rate=1e-3)
-  states = train_state.create_states(config, jax.random.key(0))
+  states = systems.create_states(config, jax.random.key(0))
   step = jax.jit(train.make_train_step(config))
   for _ in range(300):
     states, metrics = step(states, batch, jax.random.key(1))

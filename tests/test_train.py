@@ -4,10 +4,11 @@ import numpy as np
 import optax
 import pytest
 
+from segan_jax import hooks
+from segan_jax import systems
 from segan_jax import checkpoints
 from segan_jax import parallel
 from segan_jax import train
-from segan_jax import train_state
 
 
 def _batches(config, count, seed=0):
@@ -25,8 +26,9 @@ def _batches(config, count, seed=0):
 def _init(config, seed=0):
   rng = np.random.default_rng(seed + 100)
   reference = rng.normal(0, 0.3, (config.vbn_reference_size, config.window, 2))
-  return train_state.create_states(config, jax.random.key(seed),
-                                   reference.astype(np.float32))
+  states = systems.create_states(config, jax.random.key(seed))
+  states['d'] = states['d'].replace(reference=reference.astype(np.float32))
+  return states
 
 
 def _run(config, parallelism, batches, states):
@@ -138,7 +140,7 @@ def test_autoencoder_trains_checkpoints_and_resumes(tiny_config, tmp_path,
   # Adam with beta1 0.5, as santi-pdp/segan trains its autoencoder (SEAE).
   config = _tiny_system(tiny_config, 'autoencoder', reconstruction_loss=loss,
                         learning_rate=1e-3, optimizer='adam')
-  assert not config.use_z
+  assert systems.latent_shape(config) is None  # never a z
   straight = train.train_and_evaluate(config, str(tmp_path / 'a'))
   assert set(straight['states']) == {'g'}
   assert straight['history'][-1]['g_l1'] < straight['history'][0]['g_l1']
@@ -159,7 +161,8 @@ def test_autoencoder_trains_checkpoints_and_resumes(tiny_config, tmp_path,
 def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
                                                      gan_loss):
   config = _tiny_system(tiny_config, 'gan', gan_loss=gan_loss, latent_dim=8)
-  result = train.train_and_evaluate(config, str(tmp_path))
+  result = train.train_and_evaluate(config, str(tmp_path),
+                                    hooks.make_checkpoint_hook)
   assert set(result['states']) == {'g', 'd'}
   assert all(np.isfinite(h['d_loss']) for h in result['history']
              if 'd_loss' in h)
@@ -185,7 +188,8 @@ def test_gan_checkpoint_cannot_enhance(tiny_config, tmp_path):
   from segan_jax import enhance  # pylint: disable=g-import-not-at-top
   config = _tiny_system(tiny_config, 'gan', num_epochs=1, latent_dim=8)
   train.train_and_evaluate(config, str(tmp_path))
-  with pytest.raises(checkpoints.CheckpointError, match='basic GAN'):
+  with pytest.raises(checkpoints.CheckpointError,
+                     match='generates rather than enhances'):
     enhance.restore_generator(str(tmp_path))
 
 
@@ -194,5 +198,5 @@ def test_global_norm_equals_optax():
   tree = {'a': jnp.asarray(rng.normal(size=(31, 4, 3)), jnp.float32),
           'b': [jnp.asarray(rng.normal(size=(5,)), jnp.float32),
                 jnp.float32(-2.0)]}
-  np.testing.assert_allclose(train.global_norm(tree), optax.tree.norm(tree),
+  np.testing.assert_allclose(systems.common.global_norm(tree), optax.tree.norm(tree),
                              rtol=1e-6)

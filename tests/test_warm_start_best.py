@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import REPO  # pylint: disable=g-bad-import-order
 
+from segan_jax import hooks
+from segan_jax import systems
 from segan_jax import checkpoints
 from segan_jax import enhance
-from segan_jax import logging_utils
 from segan_jax import models
 from segan_jax import train
-from segan_jax import train_state
 
 
 def _assert_trees_equal(a, b):
@@ -65,7 +65,7 @@ def _random_states(config, seed, step=0):
   compiled: the tests need shapes and values, not an initialisation)."""
   rng = np.random.default_rng(seed)
   shapes = jax.eval_shape(
-      lambda: train_state.create_states(config, jax.random.key(0)))
+      lambda: systems.create_states(config, jax.random.key(0)))
   return jax.tree.map(
       lambda s: (np.full(s.shape, step, s.dtype)
                  if np.issubdtype(s.dtype, np.integer)
@@ -145,12 +145,12 @@ def test_autoencoder_to_segan_computes_the_same_g(autoencoder_run, segan):
   # computes what the autoencoder did, whatever z is.
   noisy = jnp.asarray(np.random.default_rng(0).normal(
       0, 0.3, (2, config.window)), jnp.float32)
-  expected = train_state.make_generator(
+  expected = systems.generator(
       config.replace(model='autoencoder')).apply({'params': old}, noisy)
-  generator = train_state.make_generator(config)
+  generator = systems.generator(config)
   for seed in (0, 1):
     z = models.sample_latent(jax.random.key(seed), jnp.arange(2),
-                             train_state.latent_shape(config))
+                             systems.latent_shape(config))
     got = generator.apply({'params': states['g'].params}, noisy, z)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
   # ... which a fresh SEGAN G does not (so the check above can fail).
@@ -241,17 +241,21 @@ def test_save_best_copies_then_commits_with_best_json(tmp_path):
 def test_keep_best_needs_validation(segan, tmp_path):
   with pytest.raises(ValueError, match='--validation_files to 1 or more'):
     train.train_and_evaluate(segan.replace(keep_best='val_pesq'),
-                             str(tmp_path))
-  with pytest.raises(ValueError, match='basic GAN'):
+                             str(tmp_path), hooks.make_checkpoint_hook)
+  with pytest.raises(ValueError, match='no validation hook'):
+    train.train_and_evaluate(segan.replace(keep_best='val_pesq',
+                                           validation_files=1), str(tmp_path))
+  with pytest.raises(ValueError, match='gan model generates'):
     train.train_and_evaluate(
         segan.replace(model='gan', keep_best='val_pesq', validation_files=1),
-        str(tmp_path))
+        str(tmp_path), hooks.make_checkpoint_hook)
 
 
 def test_keep_best_is_the_max_of_the_validations(autoencoder, tmp_path):
   run = autoencoder.replace(num_epochs=3, validation_files=1,
                             keep_best='val_pesq')
-  result = train.train_and_evaluate(run, str(tmp_path))
+  result = train.train_and_evaluate(run, str(tmp_path),
+                                    hooks.make_checkpoint_hook)
   scores = {}
   for path in glob.glob(str(tmp_path / 'validation' / 'step_*.json')):
     with open(path) as f:
@@ -282,18 +286,20 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
 
     return validate
 
-  monkeypatch.setattr(train, 'make_validator', fake_validator)
+  monkeypatch.setattr(hooks, 'make_validator', fake_validator)
   run = autoencoder.replace(validation_files=1, keep_best='val_pesq',
                             keep_checkpoints=1)
-  first = train.train_and_evaluate(run, str(tmp_path))
+  first = train.train_and_evaluate(run, str(tmp_path),
+                                   hooks.make_checkpoint_hook)
   epoch = first['step'] // 2
   assert first['best'] == {'metric': 'val_pesq', 'value': 3.0,
                            'step': 2 * epoch}
-  second = train.train_and_evaluate(run.replace(num_epochs=4), str(tmp_path))
+  second = train.train_and_evaluate(run.replace(num_epochs=4), str(tmp_path),
+                                    hooks.make_checkpoint_hook)
   # Resuming remembered 3.0: neither 2.0 nor 2.5 replaced it.
   assert second['best'] == first['best'] and len(seen) == 4
   # The end-of-run summary names it.
-  summary = logging_utils.training_summary(run, str(tmp_path), second)
+  summary = train.training_summary(run, str(tmp_path), second)
   assert (f'  best:        step {2 * epoch}, val_pesq 3 in '
           f'{tmp_path / "best"}') in summary
   assert _steps(tmp_path) == [4 * epoch]  # the best's own was rotated away

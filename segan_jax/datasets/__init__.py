@@ -24,11 +24,13 @@ from typing import Any, Callable
 from absl import logging
 
 from segan_jax import audio
-from segan_jax.datasets import pairs as pairs_lib
 from segan_jax.datasets import synthetic
 
 DATASETS = ('synthetic', 'wav_pairs', 'voicebank_demand')
-DatasetError = pairs_lib.PairError
+
+
+class DatasetError(ValueError):
+  """A dataset that cannot be built or read as asked (one-line message)."""
 
 
 def default_tfds_data_dir() -> str:

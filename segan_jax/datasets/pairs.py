@@ -23,8 +23,10 @@ class PairError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-  id: str          # file name relative to the noisy/ folder
-  noisy: str       # path
+  id: str          # file name relative to its folder
+  # The file measured against the clean one (ITU-T P.862's term): the noisy
+  # file of a dataset, or an enhanced file being evaluated.
+  degraded: str    # path
   clean: str       # path
   speaker: str     # VoiceBank-style prefix before '_' (p232_001 -> p232)
 
@@ -89,15 +91,15 @@ def report_or_raise(problems: list[str], skip_bad_files: bool) -> None:
 
 def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
   """Both files as mono float32 at 16 kHz; PairError when unusable."""
-  noisy = audio.read_mono_16k(pair.noisy)
+  noisy = audio.read_mono_16k(pair.degraded)
   clean = audio.read_mono_16k(pair.clean)
   if noisy.shape != clean.shape:
-    raise PairError(f'{pair.noisy}: {noisy.shape[0]} samples at 16 kHz but '
+    raise PairError(f'{pair.degraded}: {noisy.shape[0]} samples at 16 kHz but '
                     f'its clean partner {pair.clean} has {clean.shape[0]}')
   if not np.any(clean):
     raise PairError(f'{pair.clean}: all-zero (silent) clean audio')
   if not np.any(noisy):
-    raise PairError(f'{pair.noisy}: all-zero (silent) noisy audio')
+    raise PairError(f'{pair.degraded}: all-zero (silent) noisy audio')
   return noisy, clean
 
 

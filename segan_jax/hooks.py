@@ -1,0 +1,117 @@
+"""What the training loop runs after each checkpoint (on process 0): scores
+on a few validation files for a system that enhances, sample pictures and
+audio for the basic GAN.
+
+The caller hands ``make_checkpoint_hook`` to ``train.train_and_evaluate``;
+the loop itself knows nothing of enhancement or metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import logging
+
+from segan_jax import audio
+from segan_jax import enhance
+from segan_jax import evaluate
+from segan_jax import files
+from segan_jax import input_pipeline
+from segan_jax import logging_utils
+from segan_jax import plots
+from segan_jax import systems
+from segan_jax.config import Config
+
+
+def make_checkpoint_hook(config: Config, workdir: str,
+                         writer: logging_utils.MetricWriter):
+  """What runs after each checkpoint: validation scores or GAN samples."""
+  if not systems.of(config).ENHANCES:
+    if config.keep_best:
+      raise ValueError(f'--keep_best={config.keep_best}: the {config.model} '
+                       'model generates rather than enhances, so it has no '
+                       'validation scores')
+    return plots.gan_sampler(config, workdir, writer)
+  validator = make_validator(config, workdir, writer)
+  if validator is None and config.keep_best:
+    raise ValueError(f'--keep_best={config.keep_best}: {config.dataset} has '
+                     'no validation or test split to score checkpoints on')
+  return validator
+
+
+
+
+# Validation examples shown as audio and spectrograms at each checkpoint.
+NUM_SAMPLE_EXAMPLES = 3
+
+
+def make_validator(config: Config, workdir: str,
+                   writer: logging_utils.MetricWriter | None = None):
+  """Scores G on a few validation files at each checkpoint (or None).
+
+  Returns ``validate(g_params, step) -> {'val_pesq': ..., ...}``; results
+  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV. The
+  first window of the first few validation files, noisy / enhanced / clean,
+  is saved as WAV and as one spectrogram picture in
+  ``WORKDIR/samples/step_<N>*`` and in TensorBoard.
+  """
+  if not config.validation_files:
+    return None
+  source = None
+  for split in ('validation', 'test'):
+    try:
+      source = input_pipeline.load_source(config, split)
+      break
+    except ValueError:
+      continue
+  if source is None:
+    logging.warning('No validation or test split in %s: no validation.',
+                    config.dataset)
+    return None
+  enhancer = None
+  examples = []
+  for i in range(min(NUM_SAMPLE_EXAMPLES, len(source))):
+    example = source[i]
+    examples.append({k: example[k][:config.window] for k in ('noisy', 'clean')}
+                    | {'id': example['id']})
+
+  def validate(g_params, step):
+    nonlocal enhancer
+    generator = enhance.TrainedGenerator(config, g_params, step)
+    if enhancer is None:
+      enhancer = enhance.Enhancer(generator)
+    summary, _ = evaluate.evaluate_checkpoint(
+        generator, source, label=config.model, max_files=config.validation_files,
+        results=os.path.join(workdir, 'validation', f'step_{step}.json'),
+        enhancer=enhancer)
+    scores = {f'val_{k}': float(summary[k])
+              for k in evaluate.TABLE_COLUMNS}
+    _save_examples(enhancer, examples, workdir, step, writer)
+    logging.info('step %d validation (%d files, %s split): %s', step,
+                 summary['n_files'], split, ', '.join(
+                     f'{k}={v:.3f}' for k, v in scores.items()))
+    return scores
+
+  return validate
+
+
+def _save_examples(enhancer, examples, workdir: str, step: int,
+                   writer: logging_utils.MetricWriter | None) -> None:
+  """noisy / enhanced / clean of each example: WAVs, one PNG, TensorBoard."""
+  stem = os.path.join(workdir, 'samples', f'step_{step}')
+  shown = []
+  for i, example in enumerate(examples):
+    signals = {'noisy': example['noisy'], 'clean': example['clean'],
+               'enhanced': enhancer.enhance_signal(example['noisy'])}
+    shown.append(signals)
+    for kind, wave in signals.items():
+      files.write_wav(f'{stem}_{i}_{kind}.wav', wave, audio.SAMPLE_RATE)
+      if writer is not None:
+        writer.write_audio(f'example_{i}/{kind}', np.clip(wave, -1, 1), step,
+                           audio.SAMPLE_RATE)
+  picture = plots.enhancement_figure(
+      shown, stem + '.png', f'step {step}: ' + ', '.join(
+          e['id'] for e in examples))
+  if writer is not None:
+    writer.write_image('spectrograms', picture, step)

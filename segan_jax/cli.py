@@ -15,6 +15,14 @@ from absl import flags
 from segan_jax import flags as f
 from segan_jax import runtime
 
+# A setting of the machine, not of the run (so not a Config field): every mode
+# reuses the XLA programs that earlier launches compiled (segan_jax/runtime.py).
+COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None,
+    'Persistent XLA compilation cache shared by all runs and modes (default: '
+    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/segan_jax/jax_compilation_cache '
+    "under $XDG_CACHE_HOME when set); '' turns it off.")
+
 
 def run(mode: str) -> None:
   # Imported here so that --help answers without loading JAX.
@@ -86,6 +94,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from segan_jax import checkpoints, logging_utils  # pylint: disable=g-import-not-at-top
   logging_utils.quiet_library_logs()
+  runtime.enable_compilation_cache(COMPILATION_CACHE_DIR.value)
   try:
     if f.MODE.value == 'train':
       from segan_jax import parallel  # pylint: disable=g-import-not-at-top

@@ -19,9 +19,10 @@ from segan_jax import runtime
 # reuses the XLA programs that earlier launches compiled (segan_jax/runtime.py).
 COMPILATION_CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', None,
-    'Persistent XLA compilation cache shared by all runs and modes (default: '
-    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/segan_jax/jax_compilation_cache '
-    "under $XDG_CACHE_HOME when set); '' turns it off.")
+    'Persistent XLA compilation cache, shared by all runs and modes: a '
+    'relaunch loads the programs compiled before (default: '
+    '$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, then '
+    "segan_jax/jax_compilation_cache); '' turns it off.")
 
 
 def run(mode: str) -> None:

@@ -1,4 +1,5 @@
-"""The persistent compilation cache: a second launch compiles nothing new."""
+"""The persistent compilation cache: a second launch (and a resume) compiles
+nothing new."""
 
 import json
 import os
@@ -90,6 +91,14 @@ def test_second_launch_compiles_nothing_new(tmp_path):
                                  f'--workdir={tmp_path / "run2"}',
                                  f'--compilation_cache_dir={cache}'], xdg)
   assert second.returncode == 0, second.stderr[-3000:]
+  assert events.get('cache_misses', 0) == 0, events
+  assert events['cache_hits'] == events['compile_requests_use_cache'] > 0
+  assert files(cache) == written
+  # Resuming the first run for one more epoch: the same, all hits.
+  resumed, events = run_counting(['launch.py', *TINY, '--num_epochs=2',
+                                  f'--workdir={tmp_path / "run1"}'], xdg)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resumed from' in resumed.stderr
   assert events.get('cache_misses', 0) == 0, events
   assert events['cache_hits'] == events['compile_requests_use_cache'] > 0
   assert files(cache) == written

@@ -15,6 +15,15 @@ from absl import flags
 from segan_jax import flags as f
 from segan_jax import runtime
 
+# A setting of the machine, not of the run (so not a Config field): every mode
+# reuses the XLA programs that earlier launches compiled (segan_jax/runtime.py).
+COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None,
+    'Persistent XLA compilation cache, shared by all runs and modes: a '
+    'relaunch loads the programs compiled before (default: '
+    '$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, then '
+    "segan_jax/jax_compilation_cache); '' turns it off.")
+
 
 def run(mode: str) -> None:
   # Imported here, not at the top, so that --help answers without loading
@@ -89,6 +98,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from segan_jax import checkpoints, logging_utils, parallel
   logging_utils.quiet_library_logs()
+  runtime.enable_compilation_cache(COMPILATION_CACHE_DIR.value)
   try:
     if f.MODE.value == 'train':
       parallel.initialize_distributed(

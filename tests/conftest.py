@@ -8,7 +8,8 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 # Tests (and the launch.py subprocesses they start, which inherit this
 # environment) compile the same tiny programs many times: a persistent
-# compilation cache shared by the session saves most of those compiles.
+# compilation cache shared by the session saves most of those compiles. As
+# launch.py's default cache folder, it also keeps the suite out of ~/.cache.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   import tempfile  # pylint: disable=g-import-not-at-top
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(

@@ -94,7 +94,7 @@ def test_modules_take_their_policy():
   """A module's policy, else the installed one, picks its conv forms."""
   x, _ = inputs(1, 8, 4, 1, 1)
   for cls in (layers.Conv1D, layers.ConvTranspose1D):
-    params = cls(3, kernel_size=31).init(jax.random.key(0), x)
+    params = jax.eval_shape(cls(3, kernel_size=31).init, jax.random.key(0), x)
     uses_xla_conv = lambda module: 'conv_general_dilated' in str(
         jax.make_jaxpr(module.apply)(params, x))
     assert not uses_xla_conv(cls(3, kernel_size=31))

@@ -58,11 +58,16 @@ from segan_jax import train
 from segan_jax import systems
 from segan_jax.config import Config
 from segan_jax.config import MODEL_SIZES
-from segan_jax.models import layers
+from segan_jax import models
+from segan_jax.ops import conv
 from segan_jax.models.generator import decoder_features
 
 TORCH_INSTALL = 'pip install torch==2.13.0'
 ORDERS = ('alternate', 'blocked')
+# --layers_impl: 'auto', the default policy (per backend and layer shape);
+# 'xla', lax's convolutions everywhere.
+CONV_POLICIES = {'auto': conv.ConvPolicy(),
+                 'xla': conv.ConvPolicy(xla_only=True)}
 
 
 
@@ -85,8 +90,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "'alternate': JAX and PyTorch take turns inside each repeat; "
       "'blocked': each one's warm-up and repeats run back to back.", **kw)
   flags.DEFINE_enum(
-      'layers_impl', 'auto', ['auto', 'xla'],
-      "Conv forms in segan_jax.models.layers: 'auto' (fast forms per layer) "
+      'layers_impl', 'auto', list(CONV_POLICIES),
+      "Conv forms (segan_jax.ops.conv): 'auto' (the policy's forms per layer) "
       "or 'xla' (lax.conv_general_dilated / lax.conv_transpose everywhere, "
       'the implementation before issue 6).', **kw)
   flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
@@ -204,7 +209,7 @@ class _JaxRunner:
     self.noisy = jnp.asarray(data['noisy'])
     self.z = jnp.asarray(data['z'])
     # As `enhance.Enhancer` applies G: short layers' kernels re-laid out once.
-    self.g_variables = layers.prepare_inference(generator, self.g_params,
+    self.g_variables = models.prepare_inference(generator, self.g_params,
                                                 self.noisy, self.z)
     self.batch = self.strategy.put_batch(
         {'noisy': data['noisy'], 'clean': data['clean']})
@@ -301,9 +306,23 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         warmup: int = 2, skip_torch: bool = False, layers_impl: str = 'auto',
         skip_train: bool = False, order: str = 'blocked',
         log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the benchmark; returns the figures printed by --json."""
+  """Runs the benchmark; returns the figures printed by --json.
+
+  ``layers_impl``: a key of `CONV_POLICIES`, the conv policy of the models
+  (installed around everything this run compiles).
+  """
   _check_order(order)  # Before minutes of compilation, not after.
-  layers.set_default_impl(layers_impl)
+  if layers_impl not in CONV_POLICIES:
+    raise ValueError(f'layers_impl must be one of {list(CONV_POLICIES)}, '
+                     f'got {layers_impl!r}')
+  with conv.use_policy(CONV_POLICIES[layers_impl]):
+    return _run(model_size, batch_size, steps, warmup, skip_torch,
+                layers_impl, skip_train, order, log)
+
+
+def _run(model_size: str, batch_size: int, steps: int, warmup: int,
+         skip_torch: bool, layers_impl: str, skip_train: bool, order: str,
+         log: Callable[[str], None]) -> dict[str, Any]:
   config = Config(model_size=model_size, batch_size=batch_size,
                   parallelism='none')
   data = _data(config, batch_size)

@@ -28,7 +28,8 @@ def _same_padding(kernel_size: int, stride: int) -> tuple[int, int]:
 
 
 def _conv_transpose_pad(kernel_size: int, stride: int) -> int:
-  """Left padding of lax.conv_transpose(..., 'SAME') (see layers.py)."""
+  """Left padding of lax.conv_transpose(..., 'SAME') (as
+  segan_jax.ops.conv.shapes.conv_transpose_same_padding)."""
   if stride > kernel_size - 1:
     return kernel_size - 1
   return int(np.ceil((kernel_size + stride - 2) / 2))

@@ -1,0 +1,1 @@
+"""Numerical operations under the models: how their convolutions are computed."""

@@ -1,0 +1,17 @@
+"""1-D convolutions in several equivalent forms, picked per layer by a policy.
+
+``conv1d`` / ``conv_transpose1d`` equal lax's conv / 'SAME' transposed conv
+on NWC inputs and ``[K, Cin, Cout]`` kernels, values and gradients; which
+form computes each call is `ConvPolicy`'s choice (policy.py), by layer
+shape and backend. One file per form: xla.py, im2col.py, taps.py (planned
+by taps_plan.py), phases.py (strided convs), polyphase.py (transposed
+convs), and under the last two stride1.py with karatsuba.py and
+channels_first.py.
+"""
+
+from segan_jax.ops.conv.dispatch import (CONV1D_FORMS, CONV_TRANSPOSE1D_FORMS,
+                                         conv1d, conv1d_kernel_split,
+                                         conv_transpose1d,
+                                         conv_transpose1d_kernel_split)
+from segan_jax.ops.conv.policy import ConvPolicy, current_policy, use_policy
+from segan_jax.ops.conv.polyphase import polyphase_kernel, polyphase_taps

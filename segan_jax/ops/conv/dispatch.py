@@ -1,0 +1,130 @@
+"""`conv1d` and `conv_transpose1d`: each call by the form its policy picks."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+
+from segan_jax.ops.conv.im2col import im2col_conv
+from segan_jax.ops.conv.phases import phase_grad_conv
+from segan_jax.ops.conv.policy import ConvPolicy, current_policy
+from segan_jax.ops.conv.polyphase import (interleave_phases, polyphase_kernel,
+                                          polyphase_padding)
+from segan_jax.ops.conv.shapes import (conv_out_length,
+                                       conv_transpose_same_padding)
+from segan_jax.ops.conv.stride1 import stride1_conv
+from segan_jax.ops.conv.taps import grouped_taps
+from segan_jax.ops.conv.taps_plan import kernel_split
+from segan_jax.ops.conv.xla import xla_conv, xla_conv_transpose
+
+CONV1D_FORMS = ('xla', 'im2col', 'phases', 'xla_phase_grad', 'taps')
+CONV_TRANSPOSE1D_FORMS = ('xla', 'im2col', 'polyphase', 'taps')
+
+
+def _conv1d_form(batch: int, out_length: int, stride: int, impl: str,
+                 policy: ConvPolicy) -> str:
+  if impl == 'auto':
+    impl = policy.conv1d_form(batch, out_length, stride)
+  if impl not in CONV1D_FORMS:
+    raise ValueError(f'unknown conv impl {impl!r}')
+  return impl
+
+
+def _conv_transpose1d_form(in_length: int, impl: str,
+                           policy: ConvPolicy) -> str:
+  if impl == 'auto':
+    impl = policy.conv_transpose1d_form(in_length)
+  if impl not in CONV_TRANSPOSE1D_FORMS:
+    raise ValueError(f'unknown conv transpose impl {impl!r}')
+  return impl
+
+
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
+           padding: tuple[int, int], impl: str = 'auto',
+           kernel_pieces: Sequence[jax.Array] | None = None,
+           policy: ConvPolicy | None = None) -> jax.Array:
+  """``lax.conv_general_dilated`` on NWC/WIO, by one of `CONV1D_FORMS`.
+
+  ``impl``: a form, or 'auto' for the one ``policy`` picks for this shape
+  (`ConvPolicy.conv1d_form`). ``policy``: None for `current_policy()`; it
+  also tunes the forms (Karatsuba, 'taps' groups). ``kernel_pieces``: the
+  'taps' form's split of the kernel, made once outside (sizes from
+  `conv1d_kernel_split`); other forms ignore it.
+  """
+  policy = current_policy() if policy is None else policy
+  kernel_size = kernel.shape[0]
+  out_length = conv_out_length(x.shape[1], kernel_size, stride, padding)
+  impl = _conv1d_form(x.shape[0], out_length, stride, impl, policy)
+  if impl == 'xla':
+    return xla_conv(x, kernel, stride, padding)
+  if impl == 'taps':
+    return grouped_taps(x, kernel, stride, padding[0], out_length,
+                        transpose=False, max_groups=policy.tap_groups,
+                        kernel_pieces=kernel_pieces)
+  if impl in ('phases', 'xla_phase_grad'):
+    return phase_grad_conv(x, kernel, stride, tuple(padding), policy,
+                           impl == 'xla_phase_grad')
+  return im2col_conv(x, kernel, stride, padding, out_length)
+
+
+def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
+                     impl: str = 'auto',
+                     kernel_pieces: Sequence[jax.Array] | None = None,
+                     policy: ConvPolicy | None = None) -> jax.Array:
+  """``lax.conv_transpose(x, kernel, (stride,), 'SAME', ('NWC','WIO','NWC'))``
+  by one of `CONV_TRANSPOSE1D_FORMS`.
+
+  'polyphase' and 'im2col' run one stride-1 conv over the undilated input
+  whose ``stride * Cout`` output channels hold the phases (`polyphase`), by
+  `stride1_conv` or as a matmul; they re-lay the kernel out on every call
+  (cheap for the long layers' small kernels). 'taps' (`grouped_taps`) reads
+  the kernel as stored. ``impl``, ``policy`` and ``kernel_pieces`` as in
+  `conv1d` (sizes from `conv_transpose1d_kernel_split`).
+  """
+  policy = current_policy() if policy is None else policy
+  impl = _conv_transpose1d_form(x.shape[1], impl, policy)
+  if impl == 'xla':
+    return xla_conv_transpose(x, kernel, stride)
+  if impl == 'taps':
+    return grouped_taps(
+        x, kernel, stride,
+        conv_transpose_same_padding(kernel.shape[0], stride),
+        stride * x.shape[1], transpose=True, max_groups=policy.tap_groups,
+        kernel_pieces=kernel_pieces)
+  d_min, phase_kernel = polyphase_kernel(kernel, stride)
+  padding = polyphase_padding(d_min, phase_kernel.shape[0])
+  if impl == 'polyphase':
+    y = stride1_conv(x, phase_kernel, padding, policy)
+  else:
+    y = conv1d(x, phase_kernel, 1, padding, impl='im2col', policy=policy)
+  return interleave_phases(y, stride)
+
+
+def conv1d_kernel_split(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                        stride: int, padding: tuple[int, int],
+                        impl: str = 'auto', policy: ConvPolicy | None = None
+                        ) -> tuple[int, ...] | None:
+  """Taps per piece of the kernel split `conv1d` makes on this shape (its
+  'taps' form), or None when it uses the kernel whole."""
+  policy = current_policy() if policy is None else policy
+  out_length = conv_out_length(x_shape[1], kernel_shape[0], stride, padding)
+  if _conv1d_form(x_shape[0], out_length, stride, impl, policy) != 'taps':
+    return None
+  return kernel_split(kernel_shape[0], stride, x_shape[1], padding[0],
+                      out_length, False, policy.tap_groups)
+
+
+def conv_transpose1d_kernel_split(x_shape: Sequence[int],
+                                  kernel_shape: Sequence[int], stride: int,
+                                  impl: str = 'auto',
+                                  policy: ConvPolicy | None = None
+                                  ) -> tuple[int, ...] | None:
+  """As `conv1d_kernel_split`, for `conv_transpose1d`."""
+  policy = current_policy() if policy is None else policy
+  if _conv_transpose1d_form(x_shape[1], impl, policy) != 'taps':
+    return None
+  kernel_size = kernel_shape[0]
+  return kernel_split(kernel_size, stride, x_shape[1],
+                      conv_transpose_same_padding(kernel_size, stride),
+                      stride * x_shape[1], True, policy.tap_groups)

@@ -1,0 +1,154 @@
+"""Which conv form computes which layer, on which backend: `ConvPolicy`.
+
+Every form in this package gives the same numbers as lax's convolution (to
+float rounding) with the same ``[K, Cin, Cout]`` kernels; they differ only in
+speed and compile time, which depend on the layer's shape and the backend.
+`ConvPolicy` is the one place that decides, and holds the tuning constants.
+
+The forms (see `conv1d` and `conv_transpose1d`):
+
+- 'xla': lax's convolution as is, forward and gradient.
+- 'im2col' (conv): strided slices and one matmul.
+- 'taps': a few batched matmuls over groups of kernel taps, computing only
+  the products that touch the signal (`taps_plan`), added where they land.
+- 'phases' (strided conv): evaluated alone, one stride-1 conv over the
+  input's phases; under differentiation XLA's strided conv forward with the
+  phase form's gradient (whose convs are all stride 1).
+- 'xla_phase_grad' (strided conv): XLA's strided conv forward, alone and
+  differentiated, with the phase form's gradient.
+- 'polyphase' (transposed conv): one stride-1 conv over the undilated input
+  whose output channels hold the output's phases.
+
+The stride-1 convs of 'phases' and 'polyphase' are XLA's, or evaluated
+alone the Karatsuba form (long, big convs) or the channels-first form (few
+output channels).
+
+Why these choices, per backend:
+
+- CPU (XLA:CPU): its convolution, and above all its input gradient, leaves
+  its fast path on short signals (SEGAN's 8-32-sample layers), so those
+  layers take matmul forms ('im2col', 'taps'); the gradient of a strided
+  conv is a zero-dilated conv, slower than the stride-1 convs of the phase
+  form's gradient ('phases'); and its stride-1 conv runs the Karatsuba
+  halves at the full conv's rate, so fewer multiplies are less time.
+- GPU and TPU: XLA's convolutions (cuDNN on GPU) are fast on every shape,
+  and the CPU forms cost there. On an H200 the CPU-tuned forms gave a
+  22.4 ms train step but about 100 s of compilation; lax's convolutions
+  everywhere a 91.6 ms train step and 24-33 s of compilation. The slow part
+  of the latter is XLA's gradient of the strided convs, so these backends
+  take XLA's conv forward ('xla', 'xla_phase_grad') and, for strided convs,
+  the phase form's gradient. Not yet measured layer by layer on a GPU.
+- Any other backend: as GPU and TPU (lax's conv is the portable choice).
+
+Measured figures behind the constants: BENCHMARKS.md, "Why each conv form
+exists".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from typing import Iterator
+
+import jax
+
+CPU = 'cpu'
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvPolicy:
+  """Which form computes each conv, and the constants of those forms.
+
+  Frozen and hashable: it is a static argument of the convs (and of their
+  ``custom_vjp``s), and a field of the Flax conv modules.
+
+  ``backend``: 'cpu' (the tuned forms), 'gpu', 'tpu'; None reads
+  ``jax.default_backend()`` when a conv is traced. ``xla_only``: lax's
+  convolution everywhere, forward and gradient (``bench --layers_impl=xla``,
+  the implementation before issue 6). The other fields tune the CPU forms.
+  """
+
+  backend: str | None = None
+  xla_only: bool = False
+  # Conv1D up to this many output samples: a matmul form (XLA:CPU's conv
+  # and its gradient are slow on short signals); above, XLA's conv (with
+  # the phase form's gradient when strided).
+  im2col_max_out_length: int = 16
+  # Those short Conv1Ds: 'taps' from this many output rows (batch x length)
+  # on, where im2col's patches are 25-50 % padding; below, im2col's one big
+  # matmul beats several small ones.
+  taps_min_rows: int = 128
+  # ConvTranspose1D up to this many input samples: 'taps' (XLA's conv is
+  # slow there and the kernels are big); above, 'polyphase'.
+  taps_max_in_length: int = 32
+  # At most this many batched matmuls per 'taps' layer (`taps_plan`).
+  tap_groups: int = 12
+  # Long, big stride-1 convs run as three half-size convs (Karatsuba),
+  # recursively: only from this many output samples (shorter halves leave
+  # XLA:CPU's fast conv path) and multiply-adds (below, the extra
+  # element-wise passes and compile time outweigh the saved quarter);
+  # evaluated alone `karatsuba_levels` deep, differentiated
+  # `karatsuba_train_levels` deep (the train step gained nothing
+  # measurable, for more compilation).
+  karatsuba_min_out_length: int = 64
+  karatsuba_min_macs: int = 2**22
+  karatsuba_levels: int = 2
+  karatsuba_train_levels: int = 0
+  # Evaluated alone, float32 stride-1 convs with at most this many output
+  # channels (SEGAN's last decoder layer: 1 channel, 2 phases) contract the
+  # input channels first; not differentiated (the train step was slower).
+  channels_first_max_features: int = 2
+
+  def resolved(self) -> ConvPolicy:
+    """This policy with its backend filled in (``jax.default_backend()``)."""
+    if self.backend is not None:
+      return self
+    return dataclasses.replace(self, backend=jax.default_backend())
+
+  def _tuned(self) -> bool:
+    """Whether the CPU-tuned forms apply (else XLA's conv forward)."""
+    return (self.backend or jax.default_backend()) == CPU
+
+  def conv1d_form(self, batch: int, out_length: int, stride: int) -> str:
+    """The form of a conv with ``batch * out_length`` output rows."""
+    if self.xla_only:
+      return 'xla'
+    if not self._tuned():
+      return 'xla_phase_grad' if stride > 1 else 'xla'
+    if out_length > self.im2col_max_out_length:
+      return 'phases' if stride > 1 else 'xla'
+    if batch * out_length >= self.taps_min_rows:
+      return 'taps'
+    return 'im2col'
+
+  def conv_transpose1d_form(self, in_length: int) -> str:
+    """The form of a transposed conv of ``in_length`` input samples."""
+    if self.xla_only or not self._tuned():
+      return 'xla'
+    return 'taps' if in_length <= self.taps_max_in_length else 'polyphase'
+
+
+_installed: contextvars.ContextVar[ConvPolicy] = contextvars.ContextVar(
+    'segan_jax_conv_policy', default=ConvPolicy())
+
+
+def current_policy() -> ConvPolicy:
+  """The policy of convs given none: the innermost `use_policy`'s, else
+  ``ConvPolicy()``."""
+  return _installed.get()
+
+
+@contextlib.contextmanager
+def use_policy(policy: ConvPolicy) -> Iterator[ConvPolicy]:
+  """Convs traced inside the ``with`` block and given no policy use ``policy``.
+
+  For code that builds its models elsewhere (the benchmark around the train
+  step). It applies when a function is traced: a jitted function traced
+  before keeps its forms, as jit's cache does not know the policy.
+  """
+  token = _installed.set(policy)
+  try:
+    yield policy
+  finally:
+    _installed.reset(token)

@@ -27,6 +27,7 @@ GAN_LOSSES = ('bce', 'lsgan')
 OPTIMIZERS = ('rmsprop', 'adam')
 SKIP_CONNECTIONS = ('preactivation', 'activation')
 KERNEL_INITS = ('truncated_normal', 'xavier_uniform')
+DTYPES = ('float32', 'bfloat16')
 KEEP_BEST_METRICS = ('val_pesq', 'val_stoi', 'val_csig', 'val_cbak', 'val_covl',
                      'val_ssnr')
 # The fields that take one of a few values, and those values (checked here;
@@ -37,6 +38,7 @@ CHOICES = {
     'parallelism': PARALLELISM, 'nan_policy': NAN_POLICIES,
     'optimizer': OPTIMIZERS, 'skip_connections': SKIP_CONNECTIONS,
     'kernel_init': KERNEL_INITS, 'keep_best': KEEP_BEST_METRICS,
+    'dtype': DTYPES,
 }
 
 
@@ -59,6 +61,9 @@ class Config:
   residual: bool = False
   # Conv kernels: truncated normal, std 0.02 (santi-pdp/segan) or Xavier.
   kernel_init: str = 'truncated_normal'
+  # The networks' computation (convs, activations); parameters, optimizer
+  # states, VBN statistics, losses and metrics stay float32 whatever it is.
+  dtype: str = 'float32'
   # D's channels per layer (None: the same as G's encoder).
   discriminator_features: tuple[int, ...] | None = None
   # autoencoder: its training loss; gan: its loss and latent size.

@@ -74,6 +74,8 @@ PROCESS_ID = flags.DEFINE_integer('process_id', None,
 # --- One flag per Config field --------------------------------------------------
 
 _CONFIG_HELP = {
+    'dtype': 'Compute dtype of the networks (bfloat16 for GPU/TPU); parameters, '
+             'optimizer states, VBN statistics, losses and metrics stay float32.',
     'model': 'segan; autoencoder (G without z or D, reconstruction loss); gan '
              '(the basic unconditional GAN).',
     'model_size': 'Named network size (paper = Pascual et al. 2017).',

@@ -11,7 +11,7 @@ from absl import logging
 
 from segan_jax import audio
 from segan_jax import files
-from segan_jax import models
+from segan_jax import systems
 from segan_jax.config import Config
 
 GRID_ROWS, GRID_COLS = 2, 4
@@ -113,8 +113,7 @@ def gan_sampler(config: Config, workdir: str, writer=None):
   The same z at every checkpoint, so successive pictures show one set of
   samples learning. Files: ``WORKDIR/samples/step_<N>.png`` and ``.wav``.
   """
-  generator = models.GanGenerator(config.features, config.window,
-                                  config.kernel)
+  generator = systems.generator(config)
   z = jax.random.normal(jax.random.key(config.seed + 1),
                         (GRID_ROWS * GRID_COLS, config.latent_dim))
   apply = jax.jit(lambda params: generator.apply({'params': params}, z))

@@ -28,11 +28,13 @@ _LOSSES = {
 
 
 def generator(config: Config) -> nn.Module:
-  return models.GanGenerator(config.features, config.window, config.kernel)
+  return models.GanGenerator(config.features, config.window, config.kernel,
+                             dtype=jnp.dtype(config.dtype))
 
 
 def discriminator(config: Config) -> nn.Module:
-  return models.GanDiscriminator(config.features, config.kernel)
+  return models.GanDiscriminator(config.features, config.kernel,
+                                 dtype=jnp.dtype(config.dtype))
 
 
 def latent_shape(config: Config) -> tuple[int]:

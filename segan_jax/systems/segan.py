@@ -30,13 +30,15 @@ def generator(config: Config, use_z: bool | None = None) -> nn.Module:
       encoder_features=config.features, kernel_size=config.kernel,
       use_z=config.use_z if use_z is None else use_z,
       skip_preactivation=config.skip_connections == 'preactivation',
-      residual=config.residual, kernel_init=config.kernel_init)
+      residual=config.residual, kernel_init=config.kernel_init,
+      dtype=jnp.dtype(config.dtype))
 
 
 def discriminator(config: Config) -> nn.Module:
   return models.Discriminator(features=config.d_features,
                               kernel_size=config.kernel,
-                              kernel_init=config.kernel_init)
+                              kernel_init=config.kernel_init,
+                              dtype=jnp.dtype(config.dtype))
 
 
 def latent_shape(config: Config) -> tuple[int, int] | None:

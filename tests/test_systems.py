@@ -46,6 +46,13 @@ def test_autoencoder_ignores_use_z():
   out = states['g'].apply_fn({'params': states['g'].params},
                              np.zeros((1, config.window), np.float32))
   assert out.shape == (1, config.window)
+  # Its checkpoints are told apart from a SEGAN G's by use_z and by having
+  # no D, not by anything else of G's shape.
+  segan_like = config_lib.Config(model='segan', model_size='tiny',
+                                 use_z=False)
+  expected = dict(systems.signature(segan_like), model='autoencoder')
+  del expected['discriminator_features']
+  assert systems.signature(config) == expected
 
 
 def _modules():

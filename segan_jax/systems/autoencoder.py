@@ -33,10 +33,7 @@ def latent_shape(config: Config) -> None:
 
 
 def signature(config: Config) -> dict:
-  return dict(model=config.model, features=list(config.features),
-              kernel=config.kernel, window=config.window, use_z=False,
-              skip_connections=config.skip_connections,
-              residual=config.residual)
+  return segan.generator_signature(config, use_z=False)
 
 
 def create_states(config: Config, rng: jax.Array, total_steps: int | None = None,

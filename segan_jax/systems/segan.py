@@ -48,12 +48,17 @@ def latent_shape(config: Config) -> tuple[int, int] | None:
   return models.latent_shape(config.window, config.features)
 
 
+def generator_signature(config: Config, use_z: bool) -> dict:
+  """What G's parameter shapes depend on; the autoencoder's G shares it."""
+  return dict(model=config.model, features=list(config.features),
+              kernel=config.kernel, window=config.window, use_z=use_z,
+              skip_connections=config.skip_connections,
+              residual=config.residual)
+
+
 def signature(config: Config) -> dict:
   """What the parameters' shapes depend on (checked when restoring)."""
-  return dict(model=config.model, features=list(config.features),
-              kernel=config.kernel, window=config.window, use_z=config.use_z,
-              skip_connections=config.skip_connections,
-              residual=config.residual,
+  return dict(generator_signature(config, config.use_z),
               discriminator_features=list(config.d_features))
 
 

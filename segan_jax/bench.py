@@ -20,6 +20,19 @@ repeat, which on 2-core VMs measures mostly how much each one slows the
 other down (BENCHMARKS.md). Every figure is a median over --steps repeats.
 With --json the last line printed is one JSON object.
 
+  python -m segan_jax.bench --device=gpu --batch_size=400 --json
+
+--device=gpu runs both frameworks on the GPU (PyTorch on CUDA, synchronised
+around each timed call; --device=auto, the default, takes the GPU when both
+have one), in float32 as each does by default (PyTorch's cuDNN convs in
+TF32) and in bfloat16 (JAX: Config.dtype, PyTorch: torch.autocast; --bf16 /
+--nobf16 choose, off by default on the CPU). JAX's compilation is timed
+apart (jit(...).lower(...).compile(); the workloads then run that
+executable, so a first step is a step alone). MFU divides XLA's FLOP count
+of the compiled step (cost_analysis) by the step time and the device's dense
+bfloat16 peak (PEAK_BF16_TFLOPS, or --peak_tflops). bfloat16's JSON keys are
+float32's with the suffix _bf16. BENCHMARKS.md, "On a GPU".
+
   python -m segan_jax.bench --enhance_memory --model_size=demo --json
 
 instead shows that enhancing a file takes memory that does not grow with its
@@ -37,6 +50,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -64,6 +78,28 @@ from segan_jax.models.generator import decoder_features
 
 TORCH_INSTALL = 'pip install torch==2.13.0'
 ORDERS = ('alternate', 'blocked')
+DEVICES = ('auto', 'cpu', 'gpu')
+# Suffix of the JSON keys of each compute dtype (float32's keys are those the
+# bench had before bfloat16 was measured, unchanged).
+DTYPE_SUFFIX = {'float32': '', 'bfloat16': '_bf16'}
+# What `*_compile_s` measures for JAX (said in the JSON).
+JAX_COMPILE_MEASURES = ('jit(...).lower(...).compile(): tracing, lowering and '
+                        'XLA compilation, before the first call')
+# Vendor dense (no sparsity) bfloat16 peaks per chip, TFLOP/s, from the
+# makers' datasheets, by jax.devices()[0].device_kind: the first pattern that
+# matches wins. None: a variant whose peak differs from its family's and is
+# not in this table (MFU is omitted; --peak_tflops gives one).
+PEAK_BF16_TFLOPS = (
+    (r'H100 (PCIe|NVL)|H200 NVL', None),
+    (r'\bH100\b|\bH200\b', 989.0),  # SXM
+    (r'\bA100\b', 312.0),
+    (r'\bL4\b', 121.0),
+    (r'TPU v4 lite', None),
+    (r'TPU v4\b', 275.0),
+    (r'TPU v5 ?lite|TPU v5e', 197.0),
+    (r'TPU v5p?$', 459.0),
+    (r'TPU v6 ?lite|TPU v6e', 918.0),
+)
 # --layers_impl: 'auto', the default policy (per backend and layer shape);
 # 'xla', lax's convolutions everywhere.
 CONV_POLICIES = {'auto': conv.ConvPolicy(),
@@ -94,6 +130,21 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "Conv forms (segan_jax.ops.conv): 'auto' (the policy's forms per layer) "
       "or 'xla' (lax.conv_general_dilated / lax.conv_transpose everywhere, "
       'the implementation before issue 6).', **kw)
+  flags.DEFINE_enum(
+      'device', 'auto', list(DEVICES),
+      "Where PyTorch runs, and where JAX must: 'gpu' both on the GPU (an "
+      "error when either has none); 'cpu' PyTorch on the CPU, JAX on its "
+      "default backend (the bench before this flag); 'auto' 'gpu' when JAX's "
+      'first device is a GPU and PyTorch has CUDA (or is not measured), '
+      "else 'cpu'.", **kw)
+  flags.DEFINE_bool(
+      'bf16', None, 'Also measure both frameworks in bfloat16 (JAX: '
+      "Config.dtype='bfloat16'; PyTorch: torch.autocast). Default: on for "
+      '--device=gpu, off on the CPU.', **kw)
+  flags.DEFINE_float(
+      'peak_tflops', None, 'Dense bfloat16 peak of the device, TFLOP/s, for '
+      'MFU (default: looked up by device kind in PEAK_BF16_TFLOPS; MFU is '
+      'omitted for a device not there).', **kw)
   flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
                     'enhancing long files instead of throughput.', **kw)
   flags.DEFINE_list('enhance_minutes', ['1', '4', '16'],
@@ -156,6 +207,72 @@ def count_flops(config: Config, batch_size: int = 1) -> dict[str, float]:
           'train_step': float(train_step)}
 
 
+def xla_flops(compiled) -> float | None:
+  """XLA's own FLOP count of a compiled computation, or None.
+
+  ``Compiled.cost_analysis()`` is a dict in jax 0.10 and was a list of one
+  dict per computation before; some backends do not implement it.
+  """
+  try:
+    analysis = compiled.cost_analysis()
+  except (NotImplementedError, RuntimeError):
+    return None
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None
+
+
+def peak_bf16_tflops(device_kind: str) -> float | None:
+  """The dense bfloat16 peak of ``device_kind`` (PEAK_BF16_TFLOPS), or None."""
+  for pattern, tflops in PEAK_BF16_TFLOPS:
+    if re.search(pattern, device_kind.strip(), re.IGNORECASE):
+      return tflops
+  return None
+
+
+def mfu(flops: float | None, seconds: float, peak_tflops: float | None
+        ) -> float | None:
+  """Model FLOPs utilisation: achieved FLOP/s over the peak (a fraction), or
+  None when the FLOPs or the peak are unknown."""
+  if flops is None or peak_tflops is None or seconds <= 0:
+    return None
+  return flops / seconds / (peak_tflops * 1e12)
+
+
+# ------------------------------------------------------------------ devices
+class DeviceError(ValueError):
+  """--device asks for a device a framework does not have."""
+
+
+def resolve_device(requested: str, jax_platform: str,
+                   torch_cuda: bool | None) -> str:
+  """'cpu' or 'gpu' for ``--device=requested``.
+
+  ``jax_platform``: ``jax.devices()[0].platform``; ``torch_cuda``:
+  ``torch.cuda.is_available()``, None when PyTorch is not measured. 'gpu'
+  needs both frameworks on a GPU, so that they are compared on one device.
+  """
+  if requested not in DEVICES:
+    raise ValueError(f'device must be one of {DEVICES}, got {requested!r}')
+  if requested == 'auto':
+    return 'gpu' if jax_platform == 'gpu' and torch_cuda is not False else (
+        'cpu')
+  if requested == 'gpu' and jax_platform != 'gpu':
+    raise DeviceError(
+        f'--device=gpu: JAX has no GPU here (its first device is '
+        f"{jax_platform!r}); on a CUDA machine: pip install -e '.[gpu]'")
+  if requested == 'gpu' and torch_cuda is False:
+    raise DeviceError(
+        '--device=gpu: this PyTorch build has no CUDA; install a CUDA build '
+        '(https://pytorch.org/get-started/locally/) or pass --skip_torch')
+  return requested
+
+
+def _torch_cuda(torch) -> bool | None:
+  return None if torch is None else bool(torch.cuda.is_available())
+
+
 # ------------------------------------------------------------------- timing
 def _seconds(fn: Callable[[], Any]) -> float:
   """Wall seconds of one call."""
@@ -213,39 +330,79 @@ class _JaxRunner:
                                                 self.noisy, self.z)
     self.batch = self.strategy.put_batch(
         {'noisy': data['noisy'], 'clean': data['clean']})
+    # What infer() and train() call: the jitted functions, or after
+    # compile() their executables.
+    self._infer, self._train = self.infer_fn, self.step_fn
+
+  def compile(self, train: bool = True) -> dict[str, tuple[float,
+                                                           float | None]]:
+    """Compiles the workloads ahead of time, so that their first call is a
+    first step alone; {'inference', 'train'}: (seconds, XLA's FLOPs)."""
+    out = {}
+    self._infer, out['inference'] = _aot(self.infer_fn, self.g_variables,
+                                         self.noisy, self.z)
+    if train:
+      self._train, out['train'] = _aot(self.step_fn, self.states, self.batch,
+                                       self.train_rng)
+    return out
 
   def infer(self) -> None:
-    jax.block_until_ready(self.infer_fn(self.g_variables, self.noisy,
-                                        self.z))
+    jax.block_until_ready(self._infer(self.g_variables, self.noisy, self.z))
 
   def train(self) -> None:
-    self.states, metrics = self.step_fn(self.states, self.batch,
-                                        self.train_rng)
+    self.states, metrics = self._train(self.states, self.batch,
+                                       self.train_rng)
     jax.block_until_ready(metrics)
 
 
-class _TorchRunner:
-  """The same two workloads on segan_jax.torch_reference."""
+def _aot(jitted, *args) -> tuple[Any, tuple[float, float | None]]:
+  """(executable, (seconds of lower + compile, XLA's FLOP count))."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, (time.perf_counter() - start, xla_flops(compiled))
 
-  def __init__(self, torch, config: Config, data: dict[str, np.ndarray]):
+
+class _TorchRunner:
+  """The same two workloads on segan_jax.torch_reference.
+
+  ``device``: 'cpu' or 'cuda'; ``dtype``: 'float32' or 'bfloat16' (the
+  forward passes under torch.autocast, parameters float32, as Config.dtype
+  does in JAX).
+  """
+
+  def __init__(self, torch, config: Config, data: dict[str, np.ndarray],
+               device: str = 'cpu', dtype: str = 'float32'):
     from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
     self.torch = torch
+    self.reference_module = torch_reference
+    self.device = device
+    self.autocast_dtype = torch.bfloat16 if dtype == 'bfloat16' else None
     torch.manual_seed(config.seed)
-    self.g, self.d = torch_reference.make_models(config)
-    reference = torch.from_numpy(data['reference']).permute(0, 2, 1)
+    self.g, self.d = (m.to(device) for m in
+                      torch_reference.make_models(config))
+    to = lambda a: torch.from_numpy(a).to(device)
+    reference = to(data['reference']).permute(0, 2, 1)
     self.step = torch_reference.TrainStep(
         self.g, self.d, reference.contiguous(), config.learning_rate,
-        config.l1_weight)
-    self.noisy = torch.from_numpy(data['noisy'])
-    self.clean = torch.from_numpy(data['clean'])
-    self.z = torch.from_numpy(data['z']).permute(0, 2, 1).contiguous()
+        config.l1_weight, autocast_dtype=self.autocast_dtype)
+    self.noisy = to(data['noisy'])
+    self.clean = to(data['clean'])
+    self.z = to(data['z']).permute(0, 2, 1).contiguous()
+
+  def _synchronize(self) -> None:
+    # CUDA calls return before the GPU is done: a timed call ends with it.
+    if self.device == 'cuda':
+      self.torch.cuda.synchronize()
 
   def infer(self) -> None:
-    with self.torch.inference_mode():
+    with self.torch.inference_mode(), self.reference_module.autocast(
+        self.device, self.autocast_dtype):
       self.g(self.noisy, self.z)
+    self._synchronize()
 
   def train(self) -> None:
     self.step(self.noisy, self.clean, self.z)
+    self._synchronize()
 
 
 def _import_torch():
@@ -305,36 +462,51 @@ def _measure(workloads: dict[str, Callable[[], None]], warmup: int,
 def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         warmup: int = 2, skip_torch: bool = False, layers_impl: str = 'auto',
         skip_train: bool = False, order: str = 'blocked',
+        device: str = 'auto', bf16: bool | None = None,
+        peak_tflops: float | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json.
 
   ``layers_impl``: a key of `CONV_POLICIES`, the conv policy of the models
-  (installed around everything this run compiles).
+  (installed around everything this run compiles). ``device``: see
+  `resolve_device` (a `DeviceError` before anything is built when the asked
+  device is missing). ``bf16``: also measure bfloat16 (None: on a GPU only).
+  ``peak_tflops``: the dense bfloat16 peak for MFU (None: by device kind).
   """
   _check_order(order)  # Before minutes of compilation, not after.
   if layers_impl not in CONV_POLICIES:
     raise ValueError(f'layers_impl must be one of {list(CONV_POLICIES)}, '
                      f'got {layers_impl!r}')
+  torch = None if skip_torch else _import_torch()
+  jax_platform = jax.devices()[0].platform
+  if torch is None and not skip_torch:
+    log(f'PyTorch is not installed: measuring JAX only. To compare, install '
+        f'the CPU build: {TORCH_INSTALL}' + (
+            ' (on a GPU, a CUDA build: BENCHMARKS.md, "On a GPU")'
+            if jax_platform == 'gpu' else ''))
+  device = resolve_device(device, jax_platform, _torch_cuda(torch))
+  dtypes = ('float32', 'bfloat16') if (
+      device == 'gpu' if bf16 is None else bf16) else ('float32',)
   with conv.use_policy(CONV_POLICIES[layers_impl]):
-    return _run(model_size, batch_size, steps, warmup, skip_torch,
-                layers_impl, skip_train, order, log)
+    return _run(model_size, batch_size, steps, warmup, torch, layers_impl,
+                skip_train, order, device, dtypes, peak_tflops, log)
 
 
 def _run(model_size: str, batch_size: int, steps: int, warmup: int,
-         skip_torch: bool, layers_impl: str, skip_train: bool, order: str,
+         torch, layers_impl: str, skip_train: bool, order: str, device: str,
+         dtypes: Sequence[str], peak_tflops: float | None,
          log: Callable[[str], None]) -> dict[str, Any]:
   config = Config(model_size=model_size, batch_size=batch_size,
                   parallelism='none')
   data = _data(config, batch_size)
   flops = count_flops(config, batch_size)
   audio_seconds = batch_size * config.window / audio.SAMPLE_RATE
-
-  torch = None if skip_torch else _import_torch()
-  if torch is None and not skip_torch:
-    log(f'PyTorch is not installed: measuring JAX only. To compare, install '
-        f'the CPU build: {TORCH_INSTALL}')
+  torch_device = 'cuda' if device == 'gpu' else 'cpu'
   if torch is not None:
     torch.set_num_threads(os.cpu_count() or 1)
+  device_kind = jax.devices()[0].device_kind
+  peak = peak_tflops if peak_tflops is not None else peak_bf16_tflops(
+      device_kind)
 
   result: dict[str, Any] = {
       'model_size': model_size, 'batch_size': batch_size, 'steps': steps,
@@ -349,16 +521,75 @@ def _run(model_size: str, batch_size: int, steps: int, warmup: int,
       'g_forward_gflop_per_example': flops['g_forward'] / 1e9,
       'd_forward_gflop_per_example': flops['d_forward'] / 1e9,
       'train_step_gflop_per_example': flops['train_step'] / 1e9,
+      'device': device, 'device_kind': device_kind, 'dtypes': list(dtypes),
+      'torch_device': torch_device if torch is not None else None,
+      'peak_bf16_tflops': peak,
+      'peak_source': (None if peak is None else '--peak_tflops'
+                      if peak_tflops is not None else 'PEAK_BF16_TFLOPS'),
+      'jax_compile_s_measures': JAX_COMPILE_MEASURES,
+      # float32 precision: PyTorch's cuDNN convs use TF32 by default on
+      # GPUs that have it (this flag); JAX's follow XLA's default precision.
+      'jax_default_matmul_precision': jax.config.jax_default_matmul_precision,
+      'torch_cudnn_allow_tf32': (torch.backends.cudnn.allow_tf32
+                                 if torch is not None
+                                 and torch_device == 'cuda' else None),
   }
+  if torch is not None and torch_device == 'cuda':
+    result['torch_cuda_device'] = torch.cuda.get_device_name(0)
+  if device == 'gpu':
+    log(f'{device_kind}: float32 as each framework does it by default '
+        f'(PyTorch cuDNN TF32: {result["torch_cudnn_allow_tf32"]}; JAX '
+        f'precision: {result["jax_default_matmul_precision"] or "default"})'
+        + (f'; MFU against a dense bf16 peak of {peak:g} TFLOP/s' if peak
+           else '; MFU omitted: no dense bf16 peak known for this device '
+           '(--peak_tflops gives one)'))
+  elif jax.default_backend() != 'cpu':
+    log(f'JAX runs on {jax.default_backend()}, PyTorch on the CPU '
+        '(--device=gpu puts both on a GPU)')
 
+  for dtype in dtypes:
+    _measure_dtype(config.replace(dtype=dtype), data, flops, audio_seconds,
+                   torch, torch_device, skip_train, warmup, steps, order,
+                   peak, result, log)
+
+  result['inference_rtf'] = result['jax_inference_rtf']
+  for dtype in dtypes:
+    sfx = DTYPE_SUFFIX[dtype]
+    for group in ('inference', 'train'):
+      jax_s = result.get(f'jax_{group}_step_s{sfx}')
+      torch_s = result.get(f'torch_{group}_step_s{sfx}')
+      result[f'{group}_ratio_vs_torch{sfx}'] = (
+          torch_s / jax_s if jax_s is not None and torch_s is not None
+          else None)
+      # The headline MFU is JAX's (as inference_rtf).
+      result[f'{group}_mfu{sfx}'] = result.get(f'jax_{group}_mfu{sfx}')
+    log(f'JAX/PyTorch speed ratio{"" if not sfx else " (bfloat16)"}: '
+        f'inference {_fmt(result[f"inference_ratio_vs_torch{sfx}"])}, train '
+        f'step {_fmt(result[f"train_ratio_vs_torch{sfx}"])}; JAX inference '
+        f'real-time factor {result[f"jax_inference_rtf{sfx}"]:.4f}')
+  return result
+
+
+def _measure_dtype(config: Config, data: dict[str, np.ndarray],
+                   flops: dict[str, float], audio_seconds: float, torch,
+                   torch_device: str, skip_train: bool, warmup: int,
+                   steps: int, order: str, peak: float | None,
+                   result: dict[str, Any], log: Callable[[str], None]
+                   ) -> None:
+  """Both frameworks in ``config.dtype``: adds its keys to ``result``
+  (float32 without suffix, as before bfloat16 was measured)."""
+  sfx = DTYPE_SUFFIX[config.dtype]
+  batch_size = config.batch_size
   start = time.perf_counter()
   jax_runner = _JaxRunner(config, data)
-  result['jax_setup_s'] = time.perf_counter() - start
+  result[f'jax_setup_s{sfx}'] = time.perf_counter() - start
+  compiled = jax_runner.compile(train=not skip_train)
   workloads = {'jax_inference': jax_runner.infer}
   if not skip_train:
     workloads['jax_train'] = jax_runner.train
   if torch is not None:
-    torch_runner = _TorchRunner(torch, config, data)
+    torch_runner = _TorchRunner(torch, config, data, torch_device,
+                                config.dtype)
     workloads['torch_inference'] = torch_runner.infer
     if not skip_train:
       workloads['torch_train'] = torch_runner.train
@@ -369,36 +600,51 @@ def _run(model_size: str, batch_size: int, steps: int, warmup: int,
     if not chosen:
       continue
     first, times = _measure(chosen, warmup, steps, order)
+    analytic = (flops['g_forward'] if group == 'inference'
+                else flops['train_step']) * batch_size
+    compile_s, counted = compiled[group]
+    # MFU's FLOPs: XLA's count of the JAX program; both frameworks do that
+    # work (the same networks), so PyTorch's MFU uses it too.
+    step_flops = counted if counted is not None else analytic
+    result[f'jax_{group}_gflop_per_step{sfx}'] = step_flops / 1e9
+    result[f'jax_{group}_gflop_source{sfx}'] = (
+        'xla cost_analysis' if counted is not None else 'count_flops')
     for name, seconds in times.items():
       median = statistics.median(seconds)
-      result[f'{name}_first_call_s'] = first[name]
-      if name.startswith('jax'):
-        # First call = compilation + one step.
-        result[f'{name}_compile_s'] = max(first[name] - median, 0.0)
-      result[f'{name}_step_s'] = median
-      result[f'{name}_step_s_all'] = seconds
-      result[f'{name}_examples_per_s'] = batch_size / median
-      per_example = (flops['g_forward'] if group == 'inference'
-                     else flops['train_step'])
-      result[f'{name}_gflops'] = per_example * batch_size / median / 1e9
-      if group == 'inference':
-        result[f'{name}_rtf'] = median / audio_seconds
-      log(f'{name:16s} {batch_size / median:8.2f} ex/s  {median * 1e3:9.1f} '
-          f'ms/step  {result[f"{name}_gflops"]:6.1f} GFLOP/s  (first call '
-          f'{first[name]:.1f} s)')
 
-  result['inference_rtf'] = result['jax_inference_rtf']
-  for group in ('inference', 'train'):
-    if f'torch_{group}_step_s' in result and f'jax_{group}_step_s' in result:
-      result[f'{group}_ratio_vs_torch'] = (result[f'torch_{group}_step_s'] /
-                                           result[f'jax_{group}_step_s'])
-    else:
-      result[f'{group}_ratio_vs_torch'] = None
-  log(f'JAX/PyTorch speed ratio: inference '
-      f'{_fmt(result["inference_ratio_vs_torch"])}, train step '
-      f'{_fmt(result["train_ratio_vs_torch"])}; JAX inference real-time '
-      f'factor {result["inference_rtf"]:.4f}')
-  return result
+      def key(field: str, name: str = name) -> str:
+        return f'{name}{field}{sfx}'
+
+      result[key('_first_step_s')] = first[name]
+      if name.startswith('jax'):
+        # As a fresh jit's first call: compilation, then one step.
+        result[key('_compile_s')] = compile_s
+        result[key('_first_call_s')] = compile_s + first[name]
+      else:
+        result[key('_first_call_s')] = first[name]
+      result[key('_step_s')] = median
+      result[key('_step_s_all')] = seconds
+      result[key('_examples_per_s')] = batch_size / median
+      result[key('_gflops')] = analytic / median / 1e9
+      result[key('_mfu')] = mfu(step_flops, median, peak)
+      if group == 'inference':
+        result[key('_rtf')] = median / audio_seconds
+      log(f'{name + sfx:16s} {batch_size / median:8.2f} ex/s  '
+          f'{median * 1e3:9.1f} ms/step  {result[key("_gflops")]:6.1f} '
+          f'GFLOP/s  (first call {result[key("_first_call_s")]:.1f} s)')
+      # Compilation, first step and MFU on their own line where they are
+      # new (the CPU lines stay as they were).
+      if torch_device == 'cuda' or peak is not None:
+        compiling = (f'compile {compile_s:.1f} s, '
+                     if name.startswith('jax') else '')
+        log(f'{"":16s} {compiling}first step {first[name]:.3f} s, '
+            f'{step_flops / median / 1e12:.2f} TFLOP/s '
+            f'({result[f"jax_{group}_gflop_source{sfx}"]}), MFU '
+            f'{_fmt_fraction(result[key("_mfu")])}')
+  if torch_device == 'cuda' and torch is not None:
+    # Hand PyTorch's cached blocks back before the next dtype's models.
+    del workloads, torch_runner
+    torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------ enhancement memory
@@ -485,6 +731,10 @@ def _fmt(x: float | None) -> str:
   return 'n/a' if x is None else f'{x:.2f}x'
 
 
+def _fmt_fraction(x: float | None) -> str:
+  return 'n/a' if x is None else f'{100 * x:.1f} %'
+
+
 def main(argv: Sequence[str],
          flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if len(argv) > 1:
@@ -497,10 +747,15 @@ def main(argv: Sequence[str],
     if fv.json:
       print(json.dumps(result, default=_json_default), flush=True)
     return
-  result = run(model_size=fv.model_size, batch_size=fv.batch_size,
-               steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
-               layers_impl=fv.layers_impl, skip_train=fv.skip_train,
-               order=fv.order)
+  try:
+    result = run(model_size=fv.model_size, batch_size=fv.batch_size,
+                 steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
+                 layers_impl=fv.layers_impl, skip_train=fv.skip_train,
+                 order=fv.order, device=fv.device, bf16=fv.bf16,
+                 peak_tflops=fv.peak_tflops)
+  except DeviceError as e:
+    # A missing device is a setup matter: one line, no traceback.
+    raise SystemExit(f'segan_jax.bench: {e}') from None
   if fv.json:
     print(json.dumps(result, default=_json_default), flush=True)
 
@@ -514,5 +769,8 @@ def _json_default(x):
 if __name__ == '__main__':
   # Restarts once with glibc's huge-page malloc (segan_jax/runtime.py).
   runtime.reexec_with_hugepage_malloc()
+  # JAX takes 75 % of a GPU's memory when its backend starts, which would
+  # leave PyTorch the rest; no effect on the CPU.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   define_flags()
   app.run(main)

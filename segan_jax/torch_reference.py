@@ -11,6 +11,7 @@ import this module lazily (``segan_jax.bench`` does).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -227,14 +228,30 @@ def load_flax_params(g: Generator, d: Discriminator | None, g_params: Any,
   d.logit.bias.copy_(_t(d_params['logit']['bias']))
 
 
+def autocast(device_type: str, dtype: torch.dtype | None):
+  """``torch.autocast`` to ``dtype`` on ``device_type`` ('cpu', 'cuda'), or
+  nothing when ``dtype`` is None (the float32 networks as they are)."""
+  if dtype is None:
+    return contextlib.nullcontext()
+  return torch.autocast(device_type, dtype=dtype)
+
+
 class TrainStep:
-  """One SEGAN update as segan_jax.train.train_step: D, then G (RMSprop)."""
+  """One SEGAN update as segan_jax.train.train_step: D, then G (RMSprop).
+
+  ``autocast_dtype`` (e.g. torch.bfloat16): the forward passes run under
+  `autocast`, as the JAX networks under Config.dtype; the backward passes
+  run outside it (PyTorch's recommended use) and the losses in float32, as
+  in the JAX step.
+  """
 
   def __init__(self, g: Generator, d: Discriminator, reference: torch.Tensor,
-               learning_rate: float = 2e-4, l1_weight: float = 100.0):
+               learning_rate: float = 2e-4, l1_weight: float = 100.0,
+               autocast_dtype: torch.dtype | None = None):
     self.g, self.d = g, d
     self.reference = reference  # [N, 2, T]
     self.l1_weight = l1_weight
+    self.autocast_dtype = autocast_dtype
     self.g_opt = torch.optim.RMSprop(g.parameters(), lr=learning_rate,
                                      alpha=0.9, eps=1e-8)
     self.d_opt = torch.optim.RMSprop(d.parameters(), lr=learning_rate,
@@ -243,13 +260,15 @@ class TrainStep:
   def __call__(self, noisy: torch.Tensor, clean: torch.Tensor,
                z: torch.Tensor) -> dict[str, float]:
     g, d = self.g, self.d
-    enhanced = g(noisy, z)  # G forward once; its graph serves G's update.
-    # D: real and fake pairs in one call (VBN keeps the logits independent).
-    signals = torch.cat([clean, enhanced.detach()], dim=0)
-    pairs = torch.stack([signals, torch.cat([noisy, noisy], dim=0)], dim=1)
+    device_type = self.reference.device.type
     for p in d.parameters():
       p.requires_grad_(True)
-    logits = d(pairs, self.reference)
+    with autocast(device_type, self.autocast_dtype):
+      enhanced = g(noisy, z)  # G forward once; its graph serves G's update.
+      # D: real and fake pairs in one call (VBN keeps the logits independent).
+      signals = torch.cat([clean, enhanced.detach()], dim=0)
+      pairs = torch.stack([signals, torch.cat([noisy, noisy], dim=0)], dim=1)
+      logits = d(pairs, self.reference).float()
     b = noisy.shape[0]
     d_loss = (logits[:b] - 1).square().mean() + logits[b:].square().mean()
     self.d_opt.zero_grad(set_to_none=True)
@@ -258,10 +277,11 @@ class TrainStep:
     # G: adversarial through the updated D (no D gradients) + L1.
     for p in d.parameters():
       p.requires_grad_(False)
-    fake = d(torch.stack([enhanced, noisy], dim=1), self.reference,
-             split_reference=True)
+    with autocast(device_type, self.autocast_dtype):
+      fake = d(torch.stack([enhanced, noisy], dim=1), self.reference,
+               split_reference=True).float()
     g_adv = (fake - 1).square().mean()
-    g_l1 = (enhanced - clean).abs().mean()
+    g_l1 = (enhanced.float() - clean).abs().mean()
     g_loss = g_adv + self.l1_weight * g_l1
     self.g_opt.zero_grad(set_to_none=True)
     g_loss.backward()

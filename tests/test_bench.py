@@ -31,6 +31,25 @@ def test_bench_tiny_json(capsys):
   assert result['inference_ratio_vs_torch'] is None
   assert result['model_size'] == 'tiny' and result['batch_size'] == 8
   assert result['cpu_model'] and result['versions']['jax']
+  # Compilation and the first step are fields of their own, apart from the
+  # steady state; a first call (as before) is the two together.
+  for name in ('jax_inference', 'jax_train'):
+    compile_s = result[f'{name}_compile_s']
+    first_step = result[f'{name}_first_step_s']
+    assert compile_s > 0 and first_step > 0, name
+    assert result[f'{name}_first_call_s'] == pytest.approx(
+        compile_s + first_step), name
+  assert 'compile()' in result['jax_compile_s_measures']
+  # XLA's FLOP count of the train step, near the one counted from the layer
+  # shapes (the conv forms and element-wise ops make the difference).
+  assert result['jax_train_gflop_source'] == 'xla cost_analysis'
+  analytic = result['train_step_gflop_per_example'] * result['batch_size']
+  assert 0.5 < result['jax_train_gflop_per_step'] / analytic < 3
+  # This CPU: float32 only, no known peak, so no MFU.
+  if result['jax_backend'] == 'cpu':
+    assert result['device'] == 'cpu' and result['dtypes'] == ['float32']
+    assert result['train_mfu'] is None and result['jax_train_mfu'] is None
+    assert not any(key.endswith('_bf16') for key in result)
 
 
 def test_flop_count_of_paper_generator():
@@ -96,3 +115,137 @@ def test_run_rejects_a_bad_order_before_building_anything(monkeypatch):
   monkeypatch.setattr(bench, '_data', must_not_run)
   with pytest.raises(ValueError, match='order must be one of'):
     bench.run(model_size='tiny', order='random', log=lambda _: None)
+
+
+@pytest.mark.parametrize('requested,jax_platform,torch_cuda,expected', [
+    ('auto', 'cpu', False, 'cpu'),
+    ('auto', 'cpu', None, 'cpu'),
+    ('auto', 'gpu', True, 'gpu'),
+    ('auto', 'gpu', None, 'gpu'),  # PyTorch not measured
+    ('auto', 'gpu', False, 'cpu'),  # PyTorch without CUDA
+    ('auto', 'tpu', False, 'cpu'),
+    ('cpu', 'gpu', True, 'cpu'),
+    ('gpu', 'gpu', True, 'gpu'),
+    ('gpu', 'gpu', None, 'gpu'),
+])
+def test_resolve_device(requested, jax_platform, torch_cuda, expected):
+  assert bench.resolve_device(requested, jax_platform, torch_cuda) == expected
+
+
+@pytest.mark.parametrize('jax_platform,torch_cuda,message', [
+    ('cpu', True, 'JAX has no GPU'),
+    ('cpu', None, 'JAX has no GPU'),
+    ('gpu', False, 'PyTorch build has no CUDA'),
+])
+def test_resolve_device_gpu_missing(jax_platform, torch_cuda, message):
+  with pytest.raises(bench.DeviceError, match=message):
+    bench.resolve_device('gpu', jax_platform, torch_cuda)
+  with pytest.raises(ValueError, match='device must be one of'):
+    bench.resolve_device('cuda', jax_platform, torch_cuda)
+
+
+def test_auto_device_here():
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.devices()[0].platform == 'gpu':
+    pytest.skip('this machine has a GPU')
+  torch_cuda = bench._torch_cuda(bench._import_torch())
+  assert bench.resolve_device('auto', jax.devices()[0].platform,
+                              torch_cuda) == 'cpu'
+
+
+def test_device_gpu_without_a_gpu_is_a_one_line_error(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.devices()[0].platform == 'gpu':
+    pytest.skip('this machine has a GPU')
+  def must_not_run(*args, **kwargs):
+    raise AssertionError('built models before checking the device')
+  monkeypatch.setattr(bench, '_data', must_not_run)
+  flag_values = flags.FlagValues()
+  bench.define_flags(flag_values)
+  flag_values(['bench', '--model_size=tiny', '--device=gpu'])
+  with pytest.raises(SystemExit) as exit_info:
+    bench.main(['bench'], flag_values)
+  message = str(exit_info.value.code)
+  assert message.startswith('segan_jax.bench: --device=gpu: ')
+  assert '\n' not in message and 'GPU' in message
+
+
+def test_mfu_arithmetic():
+  # 494.5 TFLOP in one second on a 989 TFLOP/s chip: half its peak.
+  assert bench.mfu(494.5e12, 1.0, 989.0) == pytest.approx(0.5)
+  assert bench.mfu(3e12, 2.0, 6.0) == pytest.approx(0.25)
+  assert bench.mfu(1e12, 1.0, None) is None
+  assert bench.mfu(None, 1.0, 989.0) is None
+
+
+@pytest.mark.parametrize('device_kind,tflops', [
+    ('NVIDIA H100 80GB HBM3', 989.0),
+    ('NVIDIA H200', 989.0),
+    ('NVIDIA A100-SXM4-80GB', 312.0),
+    ('NVIDIA L4', 121.0),
+    ('TPU v4', 275.0),
+    ('TPU v5 lite', 197.0),
+    ('TPU v5p', 459.0),
+    ('TPU v6 lite', 918.0),
+    # Unknown, or a variant whose peak differs from its family's.
+    ('cpu', None),
+    ('NVIDIA L40S', None),
+    ('NVIDIA H100 PCIe', None),
+])
+def test_peak_by_device_kind(device_kind, tflops):
+  assert bench.peak_bf16_tflops(device_kind) == tflops
+  if tflops is None:
+    assert bench.mfu(1e12, 1.0, bench.peak_bf16_tflops(device_kind)) is None
+
+
+class _FakeCompiled:
+  def __init__(self, analysis):
+    self.analysis = analysis
+
+  def cost_analysis(self):
+    if isinstance(self.analysis, Exception):
+      raise self.analysis
+    return self.analysis
+
+
+@pytest.mark.parametrize('analysis,expected', [
+    ({'flops': 12.0, 'bytes accessed': 3.0}, 12.0),  # jax >= 0.4.3x
+    ([{'flops': 12.0}], 12.0),  # older: one dict per computation
+    ({}, None),
+    ([], None),
+    (None, None),
+    (NotImplementedError('no cost model'), None),
+])
+def test_xla_flops_shapes(analysis, expected):
+  assert bench.xla_flops(_FakeCompiled(analysis)) == expected
+
+
+def test_xla_flop_count_of_tiny_generator():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  config = Config(model_size='tiny')
+  g = systems.generator(config)
+  noisy = jnp.zeros((8, config.window))
+  z = jnp.zeros((8,) + systems.latent_shape(config))
+  variables = g.init(jax.random.key(0), noisy, z)
+  _, (seconds, flops) = bench._aot(jax.jit(g.apply), variables, noisy, z)
+  assert seconds > 0
+  analytic = bench.count_flops(config, 8)['g_forward'] * 8
+  assert 0.5 < flops / analytic < 3
+
+
+def test_torch_bf16_autocast_train_step():
+  torch = pytest.importorskip('torch')
+  config = Config(model_size='tiny', batch_size=2)
+  data = bench._data(config, 2)
+  runner = bench._TorchRunner(torch, config, data, 'cpu', 'bfloat16')
+  assert runner.autocast_dtype == torch.bfloat16
+  losses = runner.step(runner.noisy, runner.clean, runner.z)
+  assert all(torch.isfinite(v) and v.dtype == torch.float32
+             for v in losses.values())
+  # Parameters stay float32 (autocast computes in bfloat16).
+  assert all(p.dtype == torch.float32 for p in runner.g.parameters())
+  from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  with torch.inference_mode(), torch_reference.autocast('cpu', torch.bfloat16):
+    out = runner.g(runner.noisy, runner.z)
+  assert out.dtype == torch.bfloat16

@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -249,3 +253,23 @@ def test_torch_bf16_autocast_train_step():
   with torch.inference_mode(), torch_reference.autocast('cpu', torch.bfloat16):
     out = runner.g(runner.noisy, runner.z)
   assert out.dtype == torch.bfloat16
+
+
+def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
+  # experiments/gpu_bench.sh is for minutes on a lent GPU: it must not fail
+  # there on a typo, so it runs here on the CPU with a tiny model.
+  script = pathlib.Path(bench.__file__).parents[1] / 'experiments' / 'gpu_bench.sh'
+  env = dict(os.environ, OUT=str(tmp_path), DEVICE='cpu', MODEL_SIZE='tiny',
+             PYTHON=sys.executable, LIMIT_S='300',
+             BENCH_FLAGS='--skip_train --skip_torch --steps=1 --warmup=0')
+  done = subprocess.run(['bash', str(script)], env=env, capture_output=True,
+                        text=True, timeout=900, check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+  runs = {name: json.loads((tmp_path / f'{name}.json').read_text())
+          for name in ('batch64_cold', 'batch64_cached', 'batch400')}
+  assert [r['batch_size'] for r in runs.values()] == [64, 64, 400]
+  assert all(r['device'] == 'cpu' and r['model_size'] == 'tiny'
+             for r in runs.values())
+  # The second run loads the first one's programs from the cache.
+  assert (runs['batch64_cached']['jax_inference_compile_s'] <
+          runs['batch64_cold']['jax_inference_compile_s'])

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 17's GPU measurements in one go, for a machine lent for minutes: the
+# bench at batch 64 with an empty compilation cache, again from the cache
+# (compile time from the cache), and at the paper's batch of 400 (MFU).
+# Each run has its own time limit, and its JSON lands in $OUT as it finishes,
+# so a run cut short still leaves the ones before it.
+#
+#   bash experiments/gpu_bench.sh                    # on the GPU machine
+#   DEVICE=cpu MODEL_SIZE=tiny bash experiments/gpu_bench.sh   # smoke test here
+#
+# Environment: OUT (where the JSON goes; default ./gpu_bench_out), DEVICE
+# (gpu), MODEL_SIZE (paper), PYTHON (python3), LIMIT_S (seconds per run, 240),
+# BENCH_FLAGS (more flags for every run, e.g. --nobf16).
+# Wheels the machine lacks: see ../shared/gpu/prepare.sh; when .gpu/whl exists
+# they are installed into /tmp/site first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_bench_out}
+DEVICE=${DEVICE:-gpu}
+MODEL_SIZE=${MODEL_SIZE:-paper}
+PYTHON=${PYTHON:-python3}
+LIMIT_S=${LIMIT_S:-240}
+read -r -a EXTRA <<< "${BENCH_FLAGS:-}"
+mkdir -p "$OUT"
+if compgen -G '.gpu/whl/*.whl' >/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
+    --target /tmp/site .gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+# A fresh cache of its own, every program cached (JAX reads its options
+# from these variables), so that the second run measures loading from it.
+export JAX_COMPILATION_CACHE_DIR=$(mktemp -d)
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+"$PYTHON" -c 'import jax; print(jax.__version__, jax.devices())' \
+  2>&1 | tail -1 | tee "$OUT/devices.txt"
+status=0
+bench() {  # NAME, bench flags...
+  local name=$1; shift
+  timeout "$LIMIT_S" "$PYTHON" -m segan_jax.bench --device="$DEVICE" \
+    --model_size="$MODEL_SIZE" --json "$@" "${EXTRA[@]}" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -1 "$OUT/$name.log" | grep '^{' > "$OUT/$name.json" || { [ "$rc" = 0 ] && rc=1; }
+  echo "$name: exit $rc"
+  [ "$rc" = 0 ] || status=1
+}
+bench batch64_cold --batch_size=64 --steps=10 --warmup=2
+bench batch64_cached --batch_size=64 --steps=5 --warmup=1
+bench batch400 --batch_size=400 --steps=5 --warmup=1 --skip_torch
+exit $status

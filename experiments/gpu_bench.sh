@@ -27,17 +27,17 @@ if compgen -G '.gpu/whl/*.whl' >/dev/null; then
     --target /tmp/site .gpu/whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-# A fresh cache of its own, every program cached (JAX reads its options
-# from these variables), so that the second run measures loading from it.
-export JAX_COMPILATION_CACHE_DIR=$(mktemp -d)
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# A fresh compilation cache of its own, so that the second run measures
+# loading from it.
+CACHE=$(mktemp -d)
 "$PYTHON" -c 'import jax; print(jax.__version__, jax.devices())' \
   2>&1 | tail -1 | tee "$OUT/devices.txt"
 status=0
 bench() {  # NAME, bench flags...
   local name=$1; shift
   timeout "$LIMIT_S" "$PYTHON" -m segan_jax.bench --device="$DEVICE" \
-    --model_size="$MODEL_SIZE" --json "$@" "${EXTRA[@]}" > "$OUT/$name.log" 2>&1
+    --model_size="$MODEL_SIZE" --compilation_cache_dir="$CACHE" \
+    --json "$@" "${EXTRA[@]}" > "$OUT/$name.log" 2>&1
   local rc=$?
   tail -1 "$OUT/$name.log" | grep '^{' > "$OUT/$name.json" || { [ "$rc" = 0 ] && rc=1; }
   echo "$name: exit $rc"

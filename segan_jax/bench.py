@@ -145,6 +145,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       'peak_tflops', None, 'Dense bfloat16 peak of the device, TFLOP/s, for '
       'MFU (default: looked up by device kind in PEAK_BF16_TFLOPS; MFU is '
       'omitted for a device not there).', **kw)
+  flags.DEFINE_string(
+      'compilation_cache_dir', None,
+      "Use the project's persistent compilation cache in this folder "
+      "(runtime.enable_compilation_cache, as launch.py; '' turns it off). "
+      "Unset: JAX's own settings, where nothing is cached unless "
+      '$JAX_COMPILATION_CACHE_DIR is set, so that compile times compare '
+      'across runs.', **kw)
   flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
                     'enhancing long files instead of throughput.', **kw)
   flags.DEFINE_list('enhance_minutes', ['1', '4', '16'],
@@ -740,6 +747,8 @@ def main(argv: Sequence[str],
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   fv = flag_values
+  if fv.compilation_cache_dir is not None:
+    runtime.enable_compilation_cache(fv.compilation_cache_dir)
   if fv.enhance_memory:
     result = enhance_memory([float(m) for m in fv.enhance_minutes],
                             model_size=fv.model_size, rate=fv.enhance_rate,

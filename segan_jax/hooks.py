@@ -40,8 +40,6 @@ def make_checkpoint_hook(config: Config, workdir: str,
   return validator
 
 
-
-
 # Validation examples shown as audio and spectrograms at each checkpoint.
 NUM_SAMPLE_EXAMPLES = 3
 

@@ -96,7 +96,7 @@ def reexec_with_hugepage_malloc() -> None:
 # --- Persistent compilation cache ------------------------------------------------
 #
 # Every launch (train, resume, enhance, evaluate) used to compile the same XLA
-# programs again: ~30 s for the paper-size train step on a 2-core CPU. JAX can
+# programs again, tens of seconds for the paper-size train step alone. JAX can
 # keep compiled executables on disk (XLA:CPU's too) keyed by the program,
 # the devices, the flags and the jax/jaxlib versions, so a relaunch loads
 # them instead. The directory is a setting of the machine, not of the run: it

@@ -262,6 +262,9 @@ def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), DEVICE='cpu', MODEL_SIZE='tiny',
              PYTHON=sys.executable, LIMIT_S='300',
              BENCH_FLAGS='--skip_train --skip_torch --steps=1 --warmup=0')
+  # Only the script's own cache: not the one conftest.py gives the session.
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  env.pop('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', None)
   done = subprocess.run(['bash', str(script)], env=env, capture_output=True,
                         text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stdout + done.stderr
@@ -270,6 +273,7 @@ def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
   assert [r['batch_size'] for r in runs.values()] == [64, 64, 400]
   assert all(r['device'] == 'cpu' and r['model_size'] == 'tiny'
              for r in runs.values())
-  # The second run loads the first one's programs from the cache.
+  # The second run loads the first one's programs from the cache (a fresh
+  # compile would take about as long as the first run's).
   assert (runs['batch64_cached']['jax_inference_compile_s'] <
-          runs['batch64_cold']['jax_inference_compile_s'])
+          0.5 * runs['batch64_cold']['jax_inference_compile_s'])

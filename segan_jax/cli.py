@@ -39,8 +39,14 @@ def run(mode: str) -> None:
         skip_bad_files=flags.FLAGS.skip_bad_files)
     print(table)
     return
-  if not f.WORKDIR.value:
+  if not f.WORKDIR.value and mode in ('train', 'report'):
     raise ValueError(f'--mode={mode} needs --workdir')
+  if mode == 'evaluate' and not (f.WORKDIR.value or f.RESULTS.value):
+    # Checked before anything loads: without a run there is no folder to
+    # write the scores into.
+    raise ValueError('--mode=evaluate needs --workdir (the run to score), '
+                     '--results=FILE.json (to score the bundled pretrained '
+                     'model), or --clean_dir with --enhanced_dir')
   if mode == 'report':
     print(f'Wrote {report.write_report(f.WORKDIR.value)}')
     return
@@ -53,10 +59,18 @@ def run(mode: str) -> None:
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
     # Checked before the checkpoint is loaded: a usage slip answers at once.
     raise ValueError('--mode=enhance needs --input and --output')
-  # The best checkpoint (--keep_best) by default, else the latest.
-  generator = enhance.restore_generator(f.WORKDIR.value,
-                                        f.CHECKPOINT_STEP.value)
-  print(f'Using the {generator.source} of {f.WORKDIR.value}.', flush=True)
+  if f.WORKDIR.value:
+    # The best checkpoint (--keep_best) by default, else the latest.
+    generator = enhance.restore_generator(f.WORKDIR.value,
+                                          f.CHECKPOINT_STEP.value)
+    origin = f'the {generator.source} of {f.WORKDIR.value}'
+  else:
+    if f.CHECKPOINT_STEP.value is not None:
+      raise ValueError('--checkpoint_step needs --workdir (the bundled '
+                       'pretrained model has one step)')
+    generator = enhance.restore_pretrained(f.PRETRAINED.value)
+    origin = f'the {generator.source} (no --workdir given)'
+  print(f'Using {origin}.', flush=True)
   if mode == 'enhance':
     enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
                                 seed=flags.FLAGS.seed,
@@ -70,8 +84,8 @@ def run(mode: str) -> None:
 
     written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value,
                                     on_error=report)
-    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with the '
-          f'{generator.source} of {f.WORKDIR.value}' +
+    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with '
+          f'{origin}' +
           (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
     if failed:
       sys.exit(2)

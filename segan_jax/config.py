@@ -97,6 +97,9 @@ class Config:
   # as the paper's code; adam: Adam with beta1 = adam_b1.
   optimizer: str = 'rmsprop'
   adam_b1: float = 0.5
+  # Gradients are scaled down to this global norm before the optimizer
+  # (per network; 0: off).
+  grad_clip_norm: float = 0.0
   # Steps of linear learning-rate warm-up (0: none) and a cosine decay to
   # lr_final_fraction * learning_rate at the end of training (1.0: constant).
   warmup_steps: int = 0
@@ -106,6 +109,10 @@ class Config:
   # stft_weight * multi-resolution STFT magnitude loss.
   adversarial_weight: float = 1.0
   stft_weight: float = 0.0
+  # segan: + feature_matching_weight * L1 between D's activations for the
+  # enhanced and the clean pair, layer by layer: a target for G that D
+  # winning outright does not flatten, unlike the LSGAN term's.
+  feature_matching_weight: float = 0.0
 
   # On-the-fly augmentation of training windows, a pure function of
   # (seed, step, position in the batch); all off by default (the paper's).
@@ -132,6 +139,11 @@ class Config:
   log_every_steps: int = 50
   # Files of the validation split enhanced and scored at each checkpoint.
   validation_files: int = 4
+  # A folder of noisy/ + clean/ pairs to validate on instead of the
+  # dataset's validation (or test) split. A flat wav_pairs folder has no
+  # split of its own, so without this its validation scores training files:
+  # --keep_best would measure fit, not how G does on an unseen voice.
+  validation_dir: str | None = None
   # Keep the checkpoint with the best value of this validation metric
   # (e.g. val_pesq) as WORKDIR/best; enhance and evaluate use it by default.
   keep_best: str | None = None
@@ -151,6 +163,8 @@ class Config:
                  'vbn_reference_size', 'log_every_steps'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+    if self.grad_clip_norm < 0:
+      raise ValueError(f'grad_clip_norm must be >= 0, got {self.grad_clip_norm}')
     if not 0.0 <= self.output_highpass_hz < 4000.0:
       raise ValueError('output_highpass_hz must be in [0, 4000), got '
                        f'{self.output_highpass_hz}')

@@ -28,6 +28,7 @@ from segan_jax import audio
 from segan_jax import checkpoints
 from segan_jax import models
 from segan_jax import parallel
+from segan_jax import pretrained
 from segan_jax import systems
 from segan_jax.config import Config
 
@@ -86,6 +87,15 @@ def restore_generator(workdir: str, step: int | None = None,
   return generator
 
 
+def restore_pretrained(name: str | None = None) -> TrainedGenerator:
+  """G of a bundled pretrained model (segan_jax/pretrained/; None: the
+  default one), checksum checked; ``name`` may also be a bundle folder."""
+  bundle = pretrained.load(name or pretrained.DEFAULT)
+  logging.info('Loaded G from the %s.', bundle.source)
+  return TrainedGenerator(bundle.config, bundle.params, bundle.step,
+                          bundle.source)
+
+
 def _restore_best(workdir: str, step: int | None) -> TrainedGenerator | None:
   """G of WORKDIR/best (when ``step`` is None or the best's), else None."""
   kept = checkpoints.best_checkpointer(workdir)
@@ -129,6 +139,7 @@ class Enhancer:
   def __init__(self, generator: TrainedGenerator, batch_size: int = 8,
                seed: int = 0, overlap: float = 0.0):
     config = generator.config
+    self.generator = generator
     self.config = config
     self.window = config.window
     if batch_size < 1 or batch_size % jax.local_device_count():
@@ -165,6 +176,37 @@ class Enhancer:
         None if latent is None else np.zeros((batch_size,) + tuple(latent),
                                              np.float32))
     self.set_params(generator.params)
+
+  @classmethod
+  def from_pretrained(cls, name: str | None = None,
+                      **kwargs: Any) -> 'Enhancer':
+    """An Enhancer with a bundled model: no training run needed.
+
+    ``Enhancer.from_pretrained().enhance_file('noisy.wav', 'clean.wav')``.
+    ``kwargs`` go to the constructor (batch_size, seed, overlap).
+    """
+    return cls(restore_pretrained(name), **kwargs)
+
+  @classmethod
+  def from_workdir(cls, workdir: str, step: int | None = None,
+                   **kwargs: Any) -> 'Enhancer':
+    """An Enhancer with G of a training run: its best checkpoint (kept by
+    --keep_best) by default, else its latest, or checkpoint ``step``."""
+    return cls(restore_generator(workdir, step), **kwargs)
+
+  @property
+  def source(self) -> str:
+    """Which model this is, e.g. 'best checkpoint (step 645, ...)'."""
+    return self.generator.source
+
+  def enhance_file(self, src: str, dst: str) -> float:
+    """Enhances the audio file ``src`` into ``dst`` (same rate, channels
+    and format); returns its duration in seconds."""
+    return enhance_file(self, src, dst)
+
+  def enhance_paths(self, src: str, dst: str, **kwargs: Any) -> list[str]:
+    """A file into a file, or a folder (recursive) into a folder."""
+    return enhance_paths(self, src, dst, **kwargs)
 
   def set_params(self, params: Any) -> None:
     """Swaps in other parameters of the same model (no recompilation).

@@ -20,7 +20,8 @@ from segan_jax import config as config_lib
 
 MODE = flags.DEFINE_enum(
     'mode', 'train', ['train', 'enhance', 'evaluate', 'report'],
-    'train; enhance --input with a checkpoint of --workdir; evaluate a '
+    'train; enhance --input with a checkpoint of --workdir (without one: '
+    'the bundled pretrained model); evaluate a '
     'checkpoint on --dataset/--split, or --enhanced_dir against --clean_dir; '
     'report: write WORKDIR/report.html.')
 CHECKPOINT_STEP = flags.DEFINE_integer(
@@ -51,6 +52,10 @@ ENHANCE_OVERLAP = flags.DEFINE_enum(
     'Hann-weighted overlap-add of half-overlapping windows.')
 ENHANCE_BATCH_SIZE = flags.DEFINE_integer(
     'enhance_batch_size', 8, 'enhance/evaluate: windows per device batch.')
+PRETRAINED = flags.DEFINE_string(
+    'pretrained', None, 'enhance/evaluate without --workdir: the bundled '
+    'pretrained model to use (segan_jax/pretrained/NAME; default: the '
+    'default bundle), or the path of a bundle folder.')
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: checkpoints go to WORKDIR/checkpoints; '
     'launching again with the same workdir resumes.')
@@ -123,6 +128,8 @@ _CONFIG_HELP = {
                  "start at 1), as the paper's code; adam: Adam with beta1 "
                  '--adam_b1.',
     'adam_b1': 'adam: beta1.',
+    'grad_clip_norm': "Scale each network's gradients down to this global "
+                      'norm before the optimizer (0: off).',
     'warmup_steps': 'Steps of linear learning-rate warm-up (0: none).',
     'lr_final_fraction': 'Cosine decay of the learning rate to this fraction '
                          'of it at the last step (1: constant).',
@@ -130,6 +137,9 @@ _CONFIG_HELP = {
     'adversarial_weight': "Weight of the LSGAN term in G's loss.",
     'stft_weight': "Weight of the multi-resolution STFT magnitude loss in G's "
                    "loss (and the autoencoder's).",
+    'feature_matching_weight': "segan: weight of the feature-matching loss "
+                               "(L1 between D's activations for enhanced and "
+                               "clean pairs) in G's loss (0: off).",
     'remix_prob': "Augmentation: probability that a window's clean speech is "
                   'mixed with the noise of another window.',
     'remix_gain_db': "Augmentation: LOW,HIGH range (dB) of the remixed noise's "
@@ -149,6 +159,10 @@ _CONFIG_HELP = {
     'log_every_steps': 'Log metrics every this many steps.',
     'validation_files': 'Validation files enhanced and scored at each '
                         'checkpoint (0: none).',
+    'validation_dir': 'A folder of noisy/ and clean/ pairs (e.g. an unseen '
+                      'voice) scored at each checkpoint instead of the '
+                      "dataset's validation or test split; what --keep_best "
+                      'then picks by.',
     'keep_best': 'Keep the checkpoint with the best value of this validation '
                  'metric in WORKDIR/best; enhance and evaluate use it by '
                  'default.',

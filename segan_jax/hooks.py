@@ -56,13 +56,7 @@ def make_validator(config: Config, workdir: str,
   """
   if not config.validation_files:
     return None
-  source = None
-  for split in ('validation', 'test'):
-    try:
-      source = input_pipeline.load_source(config, split)
-      break
-    except ValueError:
-      continue
+  source, where = input_pipeline.load_validation_source(config)
   if source is None:
     logging.warning('No validation or test split in %s: no validation.',
                     config.dataset)
@@ -86,8 +80,8 @@ def make_validator(config: Config, workdir: str,
     scores = {f'val_{k}': float(summary[k])
               for k in evaluate.TABLE_COLUMNS}
     _save_examples(enhancer, examples, workdir, step, writer)
-    logging.info('step %d validation (%d files, %s split): %s', step,
-                 summary['n_files'], split, ', '.join(
+    logging.info('step %d validation (%d files, %s): %s', step,
+                 summary['n_files'], where, ', '.join(
                      f'{k}={v:.3f}' for k, v in scores.items()))
     return scores
 

@@ -99,6 +99,25 @@ def load_source(config: Config, split: str):
                              skip_bad_files=config.skip_bad_files, **kwargs)
 
 
+def load_validation_source(config: Config):
+  """(source, where) of the files validation scores, or (None, None).
+
+  ``--validation_dir`` when given, else the dataset's validation split, else
+  its test split.
+  """
+  if config.validation_dir:
+    return datasets.get_source(
+        'wav_pairs', 'validation', data_dir=config.validation_dir,
+        tfds_data_dir=config.tfds_data_dir,
+        skip_bad_files=config.skip_bad_files), config.validation_dir
+  for split in ('validation', 'test'):
+    try:
+      return load_source(config, split), f'{split} split'
+    except ValueError:
+      continue
+  return None, None
+
+
 def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:
   return WindowedPairs(load_source(config, split), config.window, config.hop,
                        config.preemphasis)

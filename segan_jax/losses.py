@@ -28,6 +28,19 @@ def l2_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(prediction - target))
 
 
+def feature_matching_loss(fake_features, real_features) -> jax.Array:
+  """Mean over D's layers of the L1 distance between its activations for
+  enhanced and for clean pairs (Salimans et al. 2016; MelGAN's form).
+
+  Each layer's distance is a mean, so wide and narrow layers weigh alike.
+  The clean pairs' activations are targets: no gradient flows into them.
+  """
+  distances = [jnp.mean(jnp.abs(fake.astype(jnp.float32) -
+                                jax.lax.stop_gradient(real).astype(jnp.float32)))
+               for fake, real in zip(fake_features, real_features, strict=True)]
+  return sum(distances) / len(distances)
+
+
 def bce_discriminator_loss(real_logits: jax.Array,
                            fake_logits: jax.Array) -> jax.Array:
   """Classic GAN loss of D: -log sigmoid(D(real)) - log(1 - sigmoid(D(fake)))."""

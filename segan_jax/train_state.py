@@ -47,6 +47,14 @@ def make_optimizer(config: Config, total_steps: int | None = None
   """
   learning_rate = learning_rate_schedule(config, total_steps)
   if config.optimizer == 'adam':
-    return optax.adam(learning_rate, b1=config.adam_b1)
-  return optax.rmsprop(learning_rate, decay=0.9, eps=1e-10, initial_scale=1.0,
-                       eps_in_sqrt=True)
+    optimizer = optax.adam(learning_rate, b1=config.adam_b1)
+  else:
+    optimizer = optax.rmsprop(learning_rate, decay=0.9, eps=1e-10,
+                              initial_scale=1.0, eps_in_sqrt=True)
+  if not config.grad_clip_norm:
+    return optimizer  # the optimizer state of runs from before the option
+  # Adam with beta1 0.5 answers one outlying gradient with a step of up to
+  # ~16 learning rates per parameter (m/sqrt(v) with v still small); a few
+  # such steps can throw a trained G off for good.
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
+                     optimizer)

@@ -40,8 +40,18 @@ def test_non_editable_install_gives_module_and_console_script(tmp_path):
   # absl answers --help with the usage and exit status 1.
   assert module.returncode == 1 and not module.stderr, module.stderr[-2000:]
   assert '--flagfile' in module.stdout and '--workdir' in module.stdout
+  # The bundled pretrained model is installed with the package, checksum
+  # and all.
+  bundled = run(sys.executable, '-c',
+                'from segan_jax import pretrained; b = pretrained.load(); '
+                'print(b.path); print(b.source)')
+  assert bundled.returncode == 0, bundled.stderr[-2000:]
+  assert bundled.stdout.startswith(str(site)), bundled.stdout
+  assert 'bundled pretrained model' in bundled.stdout
   script = run(str(site / 'bin' / 'segan-jax'), '--mode=evaluate')
   # A usage slip answers with the package's one-line error.
   assert script.returncode == 2
   assert script.stderr.strip().splitlines()[-1] == (
-      'error: --mode=evaluate needs --workdir')
+      'error: --mode=evaluate needs --workdir (the run to score), '
+      '--results=FILE.json (to score the bundled pretrained model), or '
+      '--clean_dir with --enhanced_dir')

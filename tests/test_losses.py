@@ -41,3 +41,44 @@ def test_bce_losses_hand_computed():
   value = losses.bce_discriminator_loss(np.array([2.0]), np.array([1.0]))
   assert float(value) == pytest.approx(np.log1p(np.exp(-2)) + np.log1p(np.e),
                                        rel=1e-6)
+
+
+def test_feature_matching_hand_computed_and_targets_get_no_gradient():
+  import jax  # pylint: disable=g-import-not-at-top
+  fake = [np.array([[1.0, 2.0]]), np.array([[0.0, 0.0, 3.0]])]
+  real = [np.array([[1.0, 0.0]]), np.array([[0.0, 0.0, 0.0]])]
+  # Layer means 1 and 1, averaged over the 2 layers: 1.
+  assert float(losses.feature_matching_loss(fake, real)) == pytest.approx(1.0)
+  assert float(losses.feature_matching_loss(real, real)) == 0.0
+  grad_real = jax.grad(lambda r: losses.feature_matching_loss(fake, r))(real)
+  assert all(float(np.abs(g).sum()) == 0.0 for g in grad_real)
+  grad_fake = jax.grad(lambda f: losses.feature_matching_loss(f, real))(fake)
+  assert float(np.abs(grad_fake[0]).sum()) > 0
+
+
+def test_feature_matching_enters_segan_generator_update_only_when_weighted():
+  import jax  # pylint: disable=g-import-not-at-top
+  from segan_jax import systems  # pylint: disable=g-import-not-at-top
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  clean = rng.standard_normal((4, 1024)).astype(np.float32) * 0.1
+  batch = {'clean': clean,
+           'noisy': clean + 0.05 * rng.standard_normal((4, 1024)).astype(
+               np.float32)}
+  results = {}
+  for weight in (0.0, 1.0):
+    config = Config(model_size='tiny', batch_size=4, vbn_reference_size=2,
+                    feature_matching_weight=weight, parallelism='none')
+    states = systems.create_states(config, jax.random.key(0))
+    step = jax.jit(systems.of(config).make_step(config))
+    results[weight] = step(states, batch, jax.random.key(1))
+  (plain, plain_metrics), (matched, matched_metrics) = results[0.0], results[1.0]
+  assert 'g_feature_matching' not in plain_metrics
+  assert float(matched_metrics['g_feature_matching']) > 0
+  # D's update comes first and does not see the term; G's does.
+  for a, b in zip(jax.tree.leaves(plain['d'].params),
+                  jax.tree.leaves(matched['d'].params)):
+    np.testing.assert_array_equal(a, b)
+  assert float(matched_metrics['g_loss']) > float(plain_metrics['g_loss'])
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(plain['g'].params), jax.tree.leaves(matched['g'].params)))

@@ -56,6 +56,27 @@ def test_adam_optimizer_and_schedule():
                  s, optax.ScaleByAdamState)))
 
 
+def test_grad_clip_norm_bounds_the_gradient_the_optimizer_sees():
+  params = {'w': jnp.zeros(2), 'b': jnp.zeros(1)}
+  grads = {'w': jnp.array([30.0, 40.0]), 'b': jnp.array([0.0])}  # norm 50
+  sgd_like = dict(optimizer='rmsprop', learning_rate=1.0)
+  plain = train_state.make_optimizer(_tiny(**sgd_like))
+  clipped = train_state.make_optimizer(_tiny(grad_clip_norm=5.0, **sgd_like))
+  # Off: the optimizer's own state, as before the option existed.
+  assert jax.tree.structure(plain.init(params)) != jax.tree.structure(
+      clipped.init(params))
+  # rmsprop's first step from accumulators at 1: -g / sqrt(0.9 + 0.1 g^2);
+  # clipped, g is scaled to norm 5 first: (3, 4).
+  updates, _ = clipped.update(grads, clipped.init(params), params)
+  g = np.array([3.0, 4.0])
+  np.testing.assert_allclose(updates['w'], -g / np.sqrt(0.9 + 0.1 * g**2),
+                             rtol=1e-5)
+  unclipped, _ = plain.update(grads, plain.init(params), params)
+  assert not np.allclose(unclipped['w'], updates['w'])
+  with pytest.raises(ValueError, match='grad_clip_norm must be >= 0'):
+    _tiny(grad_clip_norm=-1.0)
+
+
 def test_strided_conv_padding_is_tensorflow_same():
   """(14, 15) for k31/s2, equal to XLA's 'SAME' (TensorFlow's rule)."""
   assert layers.same_padding(31, 2) == (14, 15)

@@ -33,8 +33,9 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, pairs: jax.Array, reference: jax.Array,
-               split_reference: bool = False) -> jax.Array:
-    """Logits of ``pairs``.
+               split_reference: bool = False, return_features: bool = False):
+    """Logits of ``pairs`` (with ``return_features``: and the activations
+    of ``pairs`` after each conv layer, for a feature-matching loss).
 
     By default the reference batch and the pairs go through each conv
     together (one bigger batch); only the normalisation treats them
@@ -45,6 +46,7 @@ class Discriminator(nn.Module):
     """
     num_ref = reference.shape[0]
     ref_h, x_h = reference.astype(self.dtype), pairs.astype(self.dtype)
+    features_out = []
     for i, features in enumerate(self.features):
       # No bias: VBN subtracts the mean, so a bias would cancel exactly; its
       # gradient would be rounding noise that RMSprop inflates to full steps.
@@ -61,8 +63,10 @@ class Discriminator(nn.Module):
       ref_h, x_h = layers.VirtualBatchNorm(name=f'vbn_{i}')(ref_h, x_h)
       ref_h = nn.leaky_relu(ref_h, self.negative_slope)
       x_h = nn.leaky_relu(x_h, self.negative_slope)
+      features_out.append(x_h)
     h = layers.Conv1D(1, kernel_size=1, stride=1, dtype=self.dtype,
                       kernel_init=layers.KERNEL_INITS[self.kernel_init],
                       name='conv_out')(x_h)
     h = h.reshape(h.shape[0], -1).astype(jnp.float32)
-    return nn.Dense(1, name='logit')(h)[:, 0]
+    logits = nn.Dense(1, name='logit')(h)[:, 0]
+    return (logits, features_out) if return_features else logits

@@ -101,6 +101,7 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
                batch: dict[str, jax.Array], rng: jax.Array, *,
                l1_weight: float, latent_shape: tuple[int, int] | None,
                adversarial_weight: float = 1.0, stft_weight: float = 0.0,
+               feature_matching_weight: float = 0.0,
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -112,6 +113,8 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
     l1_weight: lambda of the L1 term of G's loss.
     adversarial_weight, stft_weight: weights of the LSGAN term and of the
       multi-resolution STFT loss in G's loss.
+    feature_matching_weight: weight of the L1 distance between D's
+      activations for (enhanced, noisy) and for (clean, noisy) in G's loss.
     latent_shape: shape of z per example, or None for a G without z.
     axis_name: the pmap axis to average gradients over, or None.
 
@@ -129,10 +132,12 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   def generate(g_params):
     return g_state.apply_fn({'params': g_params}, noisy, z)
 
-  def discriminate(d_params, signals, noisy_pairs, split_reference=False):
+  def discriminate(d_params, signals, noisy_pairs, split_reference=False,
+                   return_features=False):
     return d_state.apply_fn({'params': d_params},
                             models.make_pair(signals, noisy_pairs),
-                            d_state.reference, split_reference=split_reference)
+                            d_state.reference, split_reference=split_reference,
+                            return_features=return_features)
 
   def d_loss_fn(d_params, enhanced):
     # Real and fake pairs in one call: VBN makes each logit independent of
@@ -147,11 +152,22 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   def g_loss_fn(d_params, signal):
     # Only `signal` is differentiated here, so the reference batch goes
     # through D on its own, without a backward pass.
-    adversarial = losses.lsgan_generator_loss(
-        discriminate(d_params, signal, noisy, split_reference=True))
+    logits, fake_features = discriminate(d_params, signal, noisy,
+                                         split_reference=True,
+                                         return_features=True)
+    adversarial = losses.lsgan_generator_loss(logits)
     l1 = losses.l1_loss(signal, clean)
     metrics = {'g_adv': adversarial, 'g_l1': l1}
     total = adversarial_weight * adversarial + l1_weight * l1
+    if feature_matching_weight:
+      # D's activations for the clean pair are fixed targets (they do not
+      # depend on G), so this adds a forward pass of D and no backward one.
+      _, real_features = discriminate(d_params, clean, noisy,
+                                      split_reference=True,
+                                      return_features=True)
+      matching = losses.feature_matching_loss(fake_features, real_features)
+      metrics['g_feature_matching'] = matching
+      total = total + feature_matching_weight * matching
     return common.add_stft_term(total, signal, clean, stft_weight,
                                 metrics), metrics
 
@@ -171,4 +187,6 @@ def make_step(config: Config):
   return functools.partial(
       step, l1_weight=config.l1_weight,
       adversarial_weight=config.adversarial_weight,
-      stft_weight=config.stft_weight, latent_shape=latent_shape(config))
+      stft_weight=config.stft_weight,
+      feature_matching_weight=config.feature_matching_weight,
+      latent_shape=latent_shape(config))

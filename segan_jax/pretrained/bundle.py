@@ -1,0 +1,59 @@
+"""Writes a bundle from a training run's checkpoint.
+
+  python -m segan_jax.pretrained.bundle --workdir=workdirs/pretrained \
+    --name=segan_vbd --version=1
+
+takes the run's best checkpoint (or --checkpoint_step) and writes
+``segan_jax/pretrained/NAME/{params.npz,manifest.json}`` (or under --root).
+The model card beside them is written by hand from the run's figures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from segan_jax import checkpoints
+from segan_jax import enhance
+from segan_jax import pretrained
+
+WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to bundle.')
+NAME = flags.DEFINE_string('name', pretrained.DEFAULT, 'Bundle name.')
+VERSION = flags.DEFINE_string('version', '1', 'Bundle version.')
+STEP = flags.DEFINE_integer('checkpoint_step', None,
+                            'Checkpoint to bundle (default: the best one, '
+                            'else the latest).')
+ROOT = flags.DEFINE_string('root', pretrained.ROOT,
+                           'Folder the bundle folder is written into.')
+
+
+def bundle_run(workdir: str, name: str, version: str, root: str,
+               step: int | None = None) -> tuple[str, str]:
+  """Bundles G of ``workdir``; returns (bundle folder, SHA-256)."""
+  generator = enhance.restore_generator(workdir, step)
+  path = os.path.join(root, name)
+  digest = pretrained.write(
+      path, name=name, version=version, config=generator.config,
+      params=generator.params, step=generator.step,
+      extra=dict(trained_from=generator.source))
+  return path, digest
+
+
+def main(argv):
+  del argv
+  if not WORKDIR.value:
+    raise app.UsageError('--workdir is required')
+  try:
+    path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,
+                              ROOT.value, STEP.value)
+  except (ValueError, checkpoints.CheckpointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(f'Wrote {path} (params sha256 {digest}).')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,233 @@
+"""Bundled pretrained models: writing, loading (checksum checked), the
+Enhancer one-liners, enhance without a workdir, and validation on a folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+import segan_jax
+from segan_jax import enhance
+from segan_jax import evaluate
+from segan_jax import files
+from segan_jax import pretrained
+from segan_jax import train
+from segan_jax.config import Config
+from segan_jax.pretrained import bundle
+from conftest import REPO, SHARED_DATA, speechlike
+
+
+@pytest.fixture(scope='module')
+def tiny_bundle(trained, tmp_path_factory):
+  """The session's tiny trained run, bundled."""
+  workdir, _ = trained
+  root = tmp_path_factory.mktemp('bundles')
+  path, digest = bundle.bundle_run(workdir, 'tiny', '0', str(root))
+  return workdir, path, digest
+
+
+def _noisy_file(path, seconds=1.5):
+  files.write_wav(str(path), speechlike(16000, seconds, 1)[:, 0], 16000)
+  return str(path)
+
+
+def test_bundle_round_trip_keeps_config_and_params(tiny_bundle):
+  workdir, path, digest = tiny_bundle
+  restored = enhance.restore_generator(workdir)
+  loaded = pretrained.load(path)
+  manifest = json.load(open(os.path.join(path, pretrained.MANIFEST_FILE)))
+  assert manifest['sha256'] == digest == pretrained.sha256(
+      os.path.join(path, pretrained.PARAMS_FILE))
+  assert loaded.config == restored.config and loaded.step == restored.step
+  assert 'bundled pretrained model tiny v0' in loaded.source
+  flat_loaded = dict(zip(*_leaves(loaded.params)))
+  names, values = _leaves(restored.params)
+  assert sorted(flat_loaded) == sorted(names)
+  for name, value in zip(names, values):
+    assert flat_loaded[name].dtype == np.float32
+    # Stored as float16: 11 significant bits.
+    np.testing.assert_allclose(flat_loaded[name], value, rtol=2e-3,
+                               atol=1e-6, err_msg=name)
+
+
+def _leaves(params):
+  import jax  # pylint: disable=g-import-not-at-top
+  paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(params)[0])
+  return [jax.tree_util.keystr(p) for p in paths], [np.asarray(v) for v in leaves]
+
+
+def test_from_pretrained_and_from_workdir_enhance_alike(tiny_bundle, tmp_path):
+  workdir, path, _ = tiny_bundle
+  src = _noisy_file(tmp_path / 'noisy.wav')
+  from_bundle = segan_jax.Enhancer.from_pretrained(path)
+  from_run = segan_jax.Enhancer.from_workdir(workdir)
+  assert from_run.source.startswith('latest checkpoint')
+  assert from_bundle.source.startswith('bundled pretrained model tiny')
+  seconds = from_bundle.enhance_file(src, str(tmp_path / 'a.wav'))
+  from_run.enhance_file(src, str(tmp_path / 'b.wav'))
+  assert seconds == pytest.approx(1.5)
+  a, rate = soundfile.read(tmp_path / 'a.wav')
+  b, _ = soundfile.read(tmp_path / 'b.wav')
+  x, _ = soundfile.read(src)
+  assert rate == 16000 and a.shape == b.shape == x.shape
+  # The same model up to float16 parameters: far closer to each other than
+  # to the input.
+  assert np.max(np.abs(a - b)) < 0.1 * np.max(np.abs(a - x))
+  # A folder works too.
+  (tmp_path / 'in').mkdir()
+  shutil.copy(src, tmp_path / 'in' / 'one.wav')
+  written = from_bundle.enhance_paths(str(tmp_path / 'in'),
+                                      str(tmp_path / 'out'))
+  assert written == [str(tmp_path / 'out' / 'one.wav')]
+
+
+def test_altered_params_give_one_line_checksum_error(tiny_bundle, tmp_path):
+  _, path, _ = tiny_bundle
+  altered = tmp_path / 'altered'
+  shutil.copytree(path, altered)
+  params = altered / pretrained.PARAMS_FILE
+  data = bytearray(params.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  params.write_bytes(bytes(data))
+  with pytest.raises(pretrained.PretrainedError) as error:
+    pretrained.load(str(altered))
+  message = str(error.value)
+  assert '\n' not in message
+  assert message.startswith(f'{params}: SHA-256')
+  assert 'does not match' in message
+  os.remove(params)
+  with pytest.raises(pretrained.PretrainedError, match='params.npz: missing'):
+    pretrained.load(str(altered))
+  (altered / pretrained.MANIFEST_FILE).write_text('{not json')
+  with pytest.raises(pretrained.PretrainedError,
+                     match='manifest.json: not a readable bundle manifest'):
+    pretrained.load(str(altered))
+
+
+def test_unknown_bundle_names_the_bundled_ones():
+  with pytest.raises(pretrained.PretrainedError,
+                     match=f"no pretrained model 'nope'.*{pretrained.DEFAULT}"):
+    pretrained.load('nope')
+
+
+@pytest.mark.slow
+def test_cli_enhances_and_evaluates_without_workdir(tiny_bundle, tmp_path):
+  _, path, _ = tiny_bundle
+  (tmp_path / 'noisy').mkdir()
+  src = _noisy_file(tmp_path / 'noisy' / 'a.wav')
+  out = tmp_path / 'out'
+  command = [sys.executable, str(REPO / 'launch.py'), '--mode=enhance',
+             f'--input={tmp_path / "noisy"}', f'--output={out}',
+             f'--pretrained={path}']
+  run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'Using the bundled pretrained model tiny v0' in run.stdout
+  assert '(no --workdir given)' in run.stdout
+  assert os.path.isfile(out / 'a.wav')
+  assert soundfile.info(str(out / 'a.wav')).frames == soundfile.info(src).frames
+  # A step of a bundle is an error, not silently ignored.
+  run = subprocess.run(command + ['--checkpoint_step=3'], capture_output=True,
+                       text=True, timeout=300)
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines()[-1] == (
+      'error: --checkpoint_step needs --workdir (the bundled pretrained model '
+      'has one step)')
+
+
+# --- The bundle shipped in the package -----------------------------------------
+
+
+def test_shipped_bundle_loads_checked_and_small():
+  path = pretrained.bundle_dir(pretrained.DEFAULT)
+  size = os.path.getsize(os.path.join(path, pretrained.PARAMS_FILE))
+  assert size <= 10 * 2**20
+  model = pretrained.load()
+  assert model.config.model in ('segan', 'autoencoder')
+  card = open(os.path.join(path, pretrained.CARD_FILE)).read()
+  manifest = json.load(open(os.path.join(path, pretrained.MANIFEST_FILE)))
+  # The card states the checksum the loader checks, and the version.
+  assert manifest['sha256'] in card
+  assert f'version {manifest["version"]}' in card.lower()
+
+
+def _vbd(name):
+  folder = SHARED_DATA / name
+  if not (folder / 'noisy').is_dir():
+    pytest.skip(f'{folder} not found (the shared VoiceBank-DEMAND pairs)')
+  return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('split', ['vbd_test', 'vbd_val'])
+def test_shipped_bundle_beats_noisy_on_real_speech(split, tmp_path):
+  folder = _vbd(split)
+  names = sorted(os.listdir(folder / 'noisy'))[:6]
+  (tmp_path / 'noisy').mkdir()
+  for name in names:
+    os.symlink(folder / 'noisy' / name, tmp_path / 'noisy' / name)
+  if split == 'vbd_test':
+    # As a user would: the command line, no --workdir, no training.
+    run = subprocess.run(
+        [sys.executable, '-m', 'segan_jax', '--mode=enhance',
+         f'--input={tmp_path / "noisy"}', f'--output={tmp_path / "enhanced"}'],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (f'Using the bundled pretrained model {pretrained.DEFAULT}'
+            in run.stdout), run.stdout
+  else:
+    segan_jax.Enhancer.from_pretrained().enhance_paths(
+        str(tmp_path / 'noisy'), str(tmp_path / 'enhanced'))
+  summary, _ = evaluate.evaluate_folders(
+      str(folder / 'clean'), str(tmp_path / 'enhanced'),
+      results=str(tmp_path / 'scores.json'),
+      noisy_dir=str(tmp_path / 'noisy'))
+  assert summary['n_files'] == len(names)
+  for metric in ('pesq', 'csig', 'cbak', 'covl', 'ssnr'):
+    assert summary[metric] > summary['noisy'][metric], metric
+
+
+# --- Validation on a folder ---------------------------------------------------
+
+
+def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
+  folder = tmp_path / 'unseen'
+  for kind in ('noisy', 'clean'):
+    (folder / kind).mkdir(parents=True)
+  for i, name in enumerate(('v1.wav', 'v2.wav')):
+    clean = speechlike(16000, 1.0, 1, seed=i)[:, 0]
+    noise = 0.05 * np.random.default_rng(10 + i).standard_normal(clean.size)
+    files.write_wav(str(folder / 'clean' / name), clean, 16000)
+    files.write_wav(str(folder / 'noisy' / name), clean + noise, 16000)
+  config = Config(model_size='tiny', dataset='synthetic', dataset_size=2,
+                  num_epochs=2, batch_size=8, vbn_reference_size=4,
+                  checkpoint_every_epochs=1, log_every_steps=5,
+                  validation_files=2, validation_dir=str(folder),
+                  tfds_data_dir=str(tmp_path / 'tfds'), keep_best='val_pesq',
+                  parallelism='none')
+  from segan_jax import hooks  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  result = train.train_and_evaluate(config, workdir,
+                                    make_checkpoint_hook=hooks.make_checkpoint_hook)
+  assert result['best']['metric'] == 'val_pesq'
+  scored = sorted(os.listdir(os.path.join(workdir, 'validation')))
+  csvs = [n for n in scored if n.endswith('.csv')]
+  assert len(csvs) == 2
+  rows = open(os.path.join(workdir, 'validation', csvs[0])).read()
+  # The folder's files were scored, not the synthetic dataset's.
+  assert 'v1' in rows and 'v2' in rows
+  assert 'synthetic' not in rows
+
+
+def test_validation_dir_that_is_not_a_pair_folder_is_one_line(tmp_path):
+  config = Config(model_size='tiny', validation_dir=str(tmp_path / 'none'),
+                  tfds_data_dir=str(tmp_path / 'tfds'))
+  from segan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as error:
+    input_pipeline.load_validation_source(config)
+  assert str(tmp_path / 'none') in str(error.value)
+  assert '\n' not in str(error.value)

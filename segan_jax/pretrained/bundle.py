@@ -10,6 +10,7 @@ The model card beside them is written by hand from the run's figures.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -26,17 +27,24 @@ VERSION = flags.DEFINE_string('version', '1', 'Bundle version.')
 STEP = flags.DEFINE_integer('checkpoint_step', None,
                             'Checkpoint to bundle (default: the best one, '
                             'else the latest).')
+HIGHPASS = flags.DEFINE_float(
+    'output_highpass_hz', None, "Override the run's output high-pass (Hz; 0: "
+    'off) in the bundle, e.g. as chosen on a validation folder.')
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
 
 
 def bundle_run(workdir: str, name: str, version: str, root: str,
-               step: int | None = None) -> tuple[str, str]:
+               step: int | None = None,
+               output_highpass_hz: float | None = None) -> tuple[str, str]:
   """Bundles G of ``workdir``; returns (bundle folder, SHA-256)."""
   generator = enhance.restore_generator(workdir, step)
+  config = generator.config
+  if output_highpass_hz is not None:
+    config = dataclasses.replace(config, output_highpass_hz=output_highpass_hz)
   path = os.path.join(root, name)
   digest = pretrained.write(
-      path, name=name, version=version, config=generator.config,
+      path, name=name, version=version, config=config,
       params=generator.params, step=generator.step,
       extra=dict(trained_from=generator.source))
   return path, digest
@@ -48,7 +56,7 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   try:
     path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,
-                              ROOT.value, STEP.value)
+                              ROOT.value, STEP.value, HIGHPASS.value)
   except (ValueError, checkpoints.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -26,6 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from segan_jax import checkpoints
+from segan_jax import files
 from segan_jax.config import Config
 
 # The bundle `Enhancer.from_pretrained()` and a workdir-less enhance use.
@@ -128,12 +129,10 @@ def write(path: str, *, name: str, version: str, config: Config, params: Any,
           step: int, extra: dict[str, Any] | None = None) -> str:
   """Writes ``params.npz`` and ``manifest.json`` of a bundle into ``path``.
 
-  Each file is written under a temporary name and renamed into place,
-  parameters first, so an interrupted write leaves the old bundle whole or
-  a manifest that does not match (which loading reports). Returns the
-  parameters' SHA-256.
+  Each file is written atomically (files.atomic_open), parameters first,
+  so an interrupted write leaves the old bundle whole or a manifest that
+  does not match (which loading reports). Returns the parameters' SHA-256.
   """
-  os.makedirs(path, exist_ok=True)
   flat = traverse_util.flatten_dict(params)
   arrays = {'/'.join(key): np.asarray(value, np.float16)
             for key, value in flat.items()}
@@ -142,16 +141,13 @@ def write(path: str, *, name: str, version: str, config: Config, params: Any,
       raise PretrainedError(f'parameter {key} does not fit float16 (or is '
                             'not finite); not bundling it')
   params_path = os.path.join(path, PARAMS_FILE)
-  partial = params_path + '.partial.npz'
-  np.savez(partial, **arrays)
-  os.replace(partial, params_path)
+  with files.atomic_open(params_path, 'wb') as f:
+    np.savez(f, **arrays)
   digest = sha256(params_path)
   manifest = dict(name=name, version=version, step=int(step),
                   params=PARAMS_FILE, sha256=digest, dtype='float16',
                   config=config.to_dict(), **(extra or {}))
-  manifest_path = os.path.join(path, MANIFEST_FILE)
-  with open(manifest_path + '.partial', 'w') as f:
+  with files.atomic_open(os.path.join(path, MANIFEST_FILE)) as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
     f.write('\n')
-  os.replace(manifest_path + '.partial', manifest_path)
   return digest

@@ -3,7 +3,9 @@
 --mode=train (default) trains or resumes in --workdir; --mode=enhance cleans
 --input into --output with a checkpoint of --workdir; --mode=evaluate prints
 the paper's metrics table for a checkpoint on --dataset/--split, or for
---enhanced_dir against --clean_dir; --mode=report writes WORKDIR/report.html.
+--enhanced_dir against --clean_dir; --mode=report writes WORKDIR/report.html;
+--mode=export writes G to --output as ONNX or StableHLO, which
+--mode=enhance --model_file=FILE runs.
 """
 
 import os
@@ -29,7 +31,8 @@ def run(mode: str) -> None:
   # Imported here, not at the top, so that --help answers without loading
   # JAX and the libraries; no cycle is avoided by it.
   # pylint: disable=g-import-not-at-top
-  from segan_jax import enhance, evaluate, hooks, input_pipeline, report, train
+  from segan_jax import (enhance, evaluate, export, hooks, input_pipeline,
+                         report, train)
   if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
     if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
       raise ValueError('--clean_dir and --enhanced_dir go together')
@@ -59,6 +62,20 @@ def run(mode: str) -> None:
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
     # Checked before the checkpoint is loaded: a usage slip answers at once.
     raise ValueError('--mode=enhance needs --input and --output')
+  if mode == 'export' and not f.OUTPUT.value:
+    raise ValueError('--mode=export needs --output (the file to write)')
+  if f.MODEL_FILE.value:
+    if mode != 'enhance':
+      raise ValueError('--model_file is for --mode=enhance')
+    if f.WORKDIR.value or f.PRETRAINED.value:
+      raise ValueError('--model_file replaces --workdir and --pretrained; '
+                       'give one of them')
+    enhancer = export.ExportedEnhancer(
+        f.MODEL_FILE.value, f.ENHANCE_BATCH_SIZE.value,
+        seed=flags.FLAGS.seed, overlap=float(f.ENHANCE_OVERLAP.value))
+    print(f'Using the {enhancer.source}.', flush=True)
+    _enhance(enhancer, f'the {enhancer.source}')
+    return
   if f.WORKDIR.value:
     # The best checkpoint (--keep_best) by default, else the latest.
     generator = enhance.restore_generator(f.WORKDIR.value,
@@ -71,31 +88,21 @@ def run(mode: str) -> None:
     generator = enhance.restore_pretrained(f.PRETRAINED.value)
     origin = f'the {generator.source} (no --workdir given)'
   print(f'Using {origin}.', flush=True)
+  if mode == 'export':
+    size = export.export_file(generator, f.EXPORT_FORMAT.value,
+                              f.OUTPUT.value)
+    print(f'Exported G of the {generator.source} to {f.OUTPUT.value} '
+          f'({f.EXPORT_FORMAT.value}, {size / 2**20:.1f} MiB).')
+    return
+  enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
+                              seed=flags.FLAGS.seed,
+                              overlap=float(f.ENHANCE_OVERLAP.value))
   if mode == 'enhance':
-    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=flags.FLAGS.seed,
-                                overlap=float(f.ENHANCE_OVERLAP.value))
-    failed = []
-
-    def report(error):
-      # One line per bad file as it is met; the good files still get done.
-      print(f'error: {error}', file=sys.stderr, flush=True)
-      failed.append(error)
-
-    written = enhance.enhance_paths(enhancer, f.INPUT.value, f.OUTPUT.value,
-                                    on_error=report)
-    print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with '
-          f'{origin}' +
-          (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
-    if failed:
-      sys.exit(2)
+    _enhance(enhancer, origin)
   else:
     source = input_pipeline.load_source(f.config_from_flags(), f.SPLIT.value)
     results = f.RESULTS.value or os.path.join(f.WORKDIR.value,
                                               'evaluation.json')
-    enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                                seed=flags.FLAGS.seed,
-                                overlap=float(f.ENHANCE_OVERLAP.value))
     _, table = evaluate.evaluate_checkpoint(
         generator, source, results=results,
         label=f'{generator.config.model} step {generator.step}',
@@ -103,6 +110,24 @@ def run(mode: str) -> None:
     print(table)
     print(f'Per-file scores: {os.path.splitext(results)[0]}.csv; summary: '
           f'{results}')
+
+
+def _enhance(enhancer, origin: str) -> None:
+  """--input into --output; a bad file is one line and the rest go on."""
+  failed = []
+
+  def report(error):
+    # One line per bad file as it is met; the good files still get done.
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    failed.append(error)
+
+  written = enhancer.enhance_paths(f.INPUT.value, f.OUTPUT.value,
+                                   on_error=report)
+  print(f'Enhanced {len(written)} file(s) into {f.OUTPUT.value} with '
+        f'{origin}' +
+        (f'; {len(failed)} file(s) failed (see above).' if failed else '.'))
+  if failed:
+    sys.exit(2)
 
 
 def main(argv):

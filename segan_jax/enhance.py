@@ -26,6 +26,7 @@ from scipy import signal
 
 from segan_jax import audio
 from segan_jax import checkpoints
+from segan_jax import files
 from segan_jax import models
 from segan_jax import parallel
 from segan_jax import pretrained
@@ -133,27 +134,98 @@ def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> TrainedGenerat
   return TrainedGenerator(config, ckpt.restore_params(config, 'g', step), step)
 
 
-class Enhancer:
-  """Applies a generator to 16 kHz signals, window by window, in batches."""
+class WindowEnhancer:
+  """Enhances 16 kHz signals and audio files window by window, in batches.
+
+  Subclasses run G on one batch (`enhance_batch`): `Enhancer` with JAX and
+  the checkpoint's parameters, `segan_jax.export.ExportedEnhancer` through an
+  exported file. The windowing, filters and file handling are this class's,
+  so every engine treats a recording alike.
+  """
+
+  def __init__(self, window: int, preemphasis: float,
+               output_highpass_hz: float, batch_size: int,
+               overlap: float = 0.0):
+    if batch_size < 1:
+      raise ValueError(f'--enhance_batch_size must be positive, got '
+                       f'{batch_size}')
+    if overlap not in (0.0, 0.5):
+      raise ValueError(f'overlap must be 0 (the paper) or 0.5, got {overlap}')
+    self.window = window
+    self.hop = window if overlap == 0.0 else window // 2
+    self.preemphasis = preemphasis
+    self.output_highpass_hz = output_highpass_hz
+    self.batch_size = batch_size
+
+  @property
+  def source(self) -> str:
+    """Which model this is, e.g. 'best checkpoint (step 645, ...)'."""
+    raise NotImplementedError
+
+  def enhance_batch(self, batch: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """G on ``batch_size`` pre-emphasised windows numbered ``index``."""
+    raise NotImplementedError
+
+  def enhance_file(self, src: str, dst: str) -> float:
+    """Enhances the audio file ``src`` into ``dst`` (same rate, channels
+    and format); returns its duration in seconds."""
+    return enhance_file(self, src, dst)
+
+  def enhance_paths(self, src: str, dst: str, **kwargs: Any) -> list[str]:
+    """A file into a file, or a folder (recursive) into a folder."""
+    return enhance_paths(self, src, dst, **kwargs)
+
+  def enhance_windows(self, windows: np.ndarray,
+                      indices: np.ndarray | None = None) -> np.ndarray:
+    """G on pre-emphasised windows ``[N, window]`` -> ``[N, window]``.
+
+    ``indices`` (default 0..N-1) number the windows within their signal;
+    they key each window's z.
+    """
+    if indices is None:
+      indices = np.arange(windows.shape[0])
+    out = []
+    for start in range(0, windows.shape[0], self.batch_size):
+      batch = windows[start:start + self.batch_size]
+      index = np.asarray(indices[start:start + self.batch_size], np.int32)
+      count = batch.shape[0]
+      if count < self.batch_size:  # one compiled shape: pad the last batch
+        batch = np.pad(batch, ((0, self.batch_size - count), (0, 0)))
+        index = np.pad(index, (0, self.batch_size - count))
+      out.append(np.asarray(self.enhance_batch(batch, index))[:count])
+    return np.concatenate(out) if out else np.zeros((0, self.window),
+                                                    np.float32)
+
+  def stream(self, channels: int) -> 'SignalStream':
+    return SignalStream(self, channels)
+
+  def enhance_signal(self, x: np.ndarray) -> np.ndarray:
+    """Enhances a whole 16 kHz signal ``[T]`` or ``[T, C]`` in memory."""
+    two_d = x.reshape(x.shape[0], -1)
+    stream = self.stream(two_d.shape[1])
+    out = np.concatenate(list(stream.push(two_d)) + list(stream.finish()))
+    return out.reshape(x.shape)
+
+
+class Enhancer(WindowEnhancer):
+  """Applies a trained generator with JAX, its batches split over this
+  process's devices."""
 
   def __init__(self, generator: TrainedGenerator, batch_size: int = 8,
                seed: int = 0, overlap: float = 0.0):
     config = generator.config
-    self.generator = generator
-    self.config = config
-    self.window = config.window
     if batch_size < 1 or batch_size % jax.local_device_count():
       raise ValueError(f'--enhance_batch_size must be a positive multiple of '
                        f'the {jax.local_device_count()} device(s), got '
                        f'{batch_size}')
-    if overlap not in (0.0, 0.5):
-      raise ValueError(f'overlap must be 0 (the paper) or 0.5, got {overlap}')
-    self.hop = self.window if overlap == 0.0 else self.window // 2
+    super().__init__(config.window, config.preemphasis,
+                     config.output_highpass_hz, batch_size, overlap)
+    self.generator = generator
+    self.config = config
     # Windows are batched onto this process's devices: the batch is split
     # over a 1-D mesh of them (one device is a mesh of one). Local, so that
     # process 0 of a multi-host run can validate alone.
     self.strategy = parallel.ShardingStrategy(batch_size, jax.local_devices())
-    self.batch_size = batch_size
     self.rng = jax.random.key(seed)
     model = systems.generator(config)
     latent = systems.latent_shape(config)
@@ -196,17 +268,7 @@ class Enhancer:
 
   @property
   def source(self) -> str:
-    """Which model this is, e.g. 'best checkpoint (step 645, ...)'."""
     return self.generator.source
-
-  def enhance_file(self, src: str, dst: str) -> float:
-    """Enhances the audio file ``src`` into ``dst`` (same rate, channels
-    and format); returns its duration in seconds."""
-    return enhance_file(self, src, dst)
-
-  def enhance_paths(self, src: str, dst: str, **kwargs: Any) -> list[str]:
-    """A file into a file, or a folder (recursive) into a folder."""
-    return enhance_paths(self, src, dst, **kwargs)
 
   def set_params(self, params: Any) -> None:
     """Swaps in other parameters of the same model (no recompilation).
@@ -217,37 +279,9 @@ class Enhancer:
     self.variables = self.strategy.put_state(models.prepare_inference(
         self._model, params, *self._example_inputs))
 
-  def enhance_windows(self, windows: np.ndarray,
-                      indices: np.ndarray | None = None) -> np.ndarray:
-    """G on pre-emphasised windows ``[N, window]`` -> ``[N, window]``.
-
-    ``indices`` (default 0..N-1) number the windows within their signal;
-    they key each window's z.
-    """
-    if indices is None:
-      indices = np.arange(windows.shape[0])
-    out = []
-    for start in range(0, windows.shape[0], self.batch_size):
-      batch = windows[start:start + self.batch_size]
-      index = np.asarray(indices[start:start + self.batch_size], np.int32)
-      count = batch.shape[0]
-      if count < self.batch_size:  # one compiled shape: pad the last batch
-        batch = np.pad(batch, ((0, self.batch_size - count), (0, 0)))
-        index = np.pad(index, (0, self.batch_size - count))
-      batch, index = self.strategy.put_batch((batch, index))
-      out.append(np.asarray(self._apply(self.variables, batch, index))[:count])
-    return np.concatenate(out) if out else np.zeros((0, self.window),
-                                                    np.float32)
-
-  def stream(self, channels: int) -> 'SignalStream':
-    return SignalStream(self, channels)
-
-  def enhance_signal(self, x: np.ndarray) -> np.ndarray:
-    """Enhances a whole 16 kHz signal ``[T]`` or ``[T, C]`` in memory."""
-    two_d = x.reshape(x.shape[0], -1)
-    stream = self.stream(two_d.shape[1])
-    out = np.concatenate(list(stream.push(two_d)) + list(stream.finish()))
-    return out.reshape(x.shape)
+  def enhance_batch(self, batch: np.ndarray, index: np.ndarray) -> np.ndarray:
+    batch, index = self.strategy.put_batch((batch, index))
+    return self._apply(self.variables, batch, index)
 
 
 class SignalStream:
@@ -262,9 +296,9 @@ class SignalStream:
   tail and the output is trimmed to the input's length.
   """
 
-  def __init__(self, enhancer: Enhancer, channels: int):
+  def __init__(self, enhancer: WindowEnhancer, channels: int):
     self.enhancer = enhancer
-    self.coeff = enhancer.config.preemphasis
+    self.coeff = enhancer.preemphasis
     self.channels = channels
     window, hop = enhancer.window, enhancer.hop
     self.hop = hop
@@ -279,7 +313,7 @@ class SignalStream:
     self.previous = np.zeros(channels, np.float32)   # pre-emphasis state
     # De-emphasis and the optional output high-pass, one filter.
     self.restore_b, self.restore_a = audio.restoration_filter(
-        self.coeff, enhancer.config.output_highpass_hz)
+        self.coeff, enhancer.output_highpass_hz)
     self.restore_state = np.zeros((len(self.restore_a) - 1, channels))
     self.windows_done = 0
 
@@ -331,7 +365,7 @@ class SignalStream:
       yield ready.astype(np.float32)
 
 
-def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
+def enhance_file(enhancer: WindowEnhancer, src: str, dst: str) -> float:
   """Enhances one file into ``dst`` (same rate, channels, format).
 
   Returns the audio duration in seconds. Never leaves a partial ``dst``.
@@ -395,7 +429,7 @@ def enhance_file(enhancer: Enhancer, src: str, dst: str) -> float:
         write(fout, y16, last=True)
       if written < info.frames:  # resampler delivered a few samples short
         fout.write(np.zeros((info.frames - written, channels), np.float32))
-    os.replace(tmp, dst)
+    files.publish(tmp, dst)
   except soundfile.LibsndfileError as e:
     raise EnhanceError(f'{src}: {e}') from None
   except OSError as e:  # writing: disk full, output removed meanwhile, ...
@@ -438,7 +472,7 @@ def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
   return plan
 
 
-def enhance_paths(enhancer: Enhancer, input_path: str, output_path: str,
+def enhance_paths(enhancer: WindowEnhancer, input_path: str, output_path: str,
                   on_error: Callable[[audio.AudioError], None] | None = None
                   ) -> list[str]:
   """Enhances a file or a folder tree; returns the files written.

@@ -24,14 +24,20 @@ def atomic_open(path: str, mode: str = 'w', **open_kwargs):
   try:
     with os.fdopen(fd, mode, **open_kwargs) as f:
       yield f
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    publish(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+def publish(tmp: str, path: str) -> None:
+  """Renames the complete temporary file ``tmp`` to ``path`` with the usual
+  permissions (0666 less the umask) instead of mkstemp's private 0600."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
+  os.replace(tmp, path)
 
 
 def write_wav(path: str, waveform, sample_rate: int) -> None:

@@ -19,11 +19,12 @@ from segan_jax import config as config_lib
 # --- Options of the modes (not part of a run's Config) ------------------------
 
 MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'enhance', 'evaluate', 'report'],
+    'mode', 'train', ['train', 'enhance', 'evaluate', 'report', 'export'],
     'train; enhance --input with a checkpoint of --workdir (without one: '
-    'the bundled pretrained model); evaluate a '
-    'checkpoint on --dataset/--split, or --enhanced_dir against --clean_dir; '
-    'report: write WORKDIR/report.html.')
+    'the bundled pretrained model; with --model_file: an exported file); '
+    'evaluate a checkpoint on --dataset/--split, or --enhanced_dir against '
+    '--clean_dir; report: write WORKDIR/report.html; export: G to '
+    '--output as --export_format.')
 CHECKPOINT_STEP = flags.DEFINE_integer(
     'checkpoint_step', None, 'enhance/evaluate: checkpoint to restore '
     '(default: the best one where the run kept it with --keep_best, else the '
@@ -32,6 +33,14 @@ INPUT = flags.DEFINE_string('input', None,
                             'enhance: an audio file or a folder (recursive).')
 OUTPUT = flags.DEFINE_string(
     'output', None, 'enhance: output file or folder (the input tree is kept).')
+EXPORT_FORMAT = flags.DEFINE_enum(
+    'export_format', 'onnx', ['onnx', 'stablehlo'],
+    'export: onnx (onnxruntime; needs the export extra) or stablehlo '
+    "(jax.export's serialized program, run by jax.export.deserialize).")
+MODEL_FILE = flags.DEFINE_string(
+    'model_file', None, 'enhance: an exported G (--mode=export: .onnx or '
+    'StableHLO) to enhance with, instead of a checkpoint; no training code '
+    'runs it.')
 SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: dataset split.')
 MAX_FILES = flags.DEFINE_integer('max_files', None,
                                  'evaluate: score only the first N files.')

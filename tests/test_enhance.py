@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import stat
 
 import numpy as np
 import pytest
@@ -21,17 +22,15 @@ needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f'shared speech data not found at {SHARED}')
 
 
-class IdentityEnhancer(enhance.Enhancer):
+class IdentityEnhancer(enhance.WindowEnhancer):
   """G replaced by the identity: the pipeline around it must give x back."""
 
   def __init__(self, window=1024, overlap=0.0, highpass_hz=0.0):
-    self.window = window
-    self.hop = window if overlap == 0 else window // 2
-    self.config = type('C', (), {'preemphasis': 0.95,
-                                 'output_highpass_hz': highpass_hz})()
+    super().__init__(window, preemphasis=0.95, output_highpass_hz=highpass_hz,
+                     batch_size=4, overlap=overlap)
 
-  def enhance_windows(self, windows, indices=None):
-    return windows
+  def enhance_batch(self, batch, index):
+    return batch
 
 
 @pytest.mark.parametrize('overlap', [0.0, 0.5])
@@ -43,6 +42,17 @@ def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
   y, rate = soundfile.read(tmp_path / 'out.wav', dtype='float32')
   assert rate == 16000 and y.shape == (x.shape[0],)
   np.testing.assert_allclose(y, x[:, 0], atol=1e-5)
+
+
+def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
+  soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
+  umask = os.umask(0o022)
+  try:
+    enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
+                         str(tmp_path / 'out.wav'))
+  finally:
+    os.umask(umask)
+  assert stat.S_IMODE(os.stat(tmp_path / 'out.wav').st_mode) == 0o644
 
 
 def test_output_highpass_streams_like_one_filter_and_removes_dc(tmp_path):

@@ -72,7 +72,8 @@ def karatsuba_or_xla_conv(x: jax.Array, kernel: jax.Array,
   """
   kernel_size, cin, cout = kernel.shape
   out_length = conv_out_length(x.shape[1], kernel_size, 1, padding)
-  macs = x.shape[0] * out_length * kernel_size * cin * cout
+  macs = (policy.decision_batch(x.shape[0]) * out_length * kernel_size * cin *
+          cout)
   if (levels > 0 and kernel_size > 1 and
       out_length >= policy.karatsuba_min_out_length and
       macs >= policy.karatsuba_min_macs and

@@ -99,6 +99,15 @@ class ConvPolicy:
   # channels (SEGAN's last decoder layer: 1 channel, 2 phases) contract the
   # input channels first; not differentiated (the train step was slower).
   channels_first_max_features: int = 2
+  # A batch dimension left symbolic (jax.export of G for any batch) decides
+  # the forms as this many examples: what enhance batches by default.
+  symbolic_batch: int = 8
+
+  def decision_batch(self, batch) -> int:
+    """The batch size the forms are chosen by: ``batch``, or for a symbolic
+    one `symbolic_batch` (the forms are exact for every batch; only their
+    speed depends on it)."""
+    return batch if isinstance(batch, int) else self.symbolic_batch
 
   def resolved(self) -> ConvPolicy:
     """This policy with its backend filled in (``jax.default_backend()``)."""
@@ -118,7 +127,7 @@ class ConvPolicy:
       return 'xla_phase_grad' if stride > 1 else 'xla'
     if out_length > self.im2col_max_out_length:
       return 'phases' if stride > 1 else 'xla'
-    if batch * out_length >= self.taps_min_rows:
+    if self.decision_batch(batch) * out_length >= self.taps_min_rows:
       return 'taps'
     return 'im2col'
 

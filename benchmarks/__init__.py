@@ -1,0 +1,1 @@
+"""Benchmarks of segan-jax, kept out of the installed package."""

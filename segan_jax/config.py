@@ -113,6 +113,11 @@ class Config:
   # enhanced and the clean pair, layer by layer: a target for G that D
   # winning outright does not flatten, unlike the LSGAN term's.
   feature_matching_weight: float = 0.0
+  # segan: instance noise, N(0, d_input_noise^2) added to the clean or
+  # enhanced signal of every pair D sees, in both updates (santi-pdp/segan's
+  # disc_noise, off there by default). It blurs the difference D can win
+  # on outright, so its gradient to G stays informative.
+  d_input_noise: float = 0.0
 
   # On-the-fly augmentation of training windows, a pure function of
   # (seed, step, position in the batch); all off by default (the paper's).

@@ -149,6 +149,8 @@ _CONFIG_HELP = {
     'feature_matching_weight': "segan: weight of the feature-matching loss "
                                "(L1 between D's activations for enhanced and "
                                "clean pairs) in G's loss (0: off).",
+    'd_input_noise': 'segan: std of the Gaussian instance noise added to the '
+                     'clean or enhanced signal of each pair D sees (0: off).',
     'remix_prob': "Augmentation: probability that a window's clean speech is "
                   'mixed with the noise of another window.',
     'remix_gain_db': "Augmentation: LOW,HIGH range (dB) of the remixed noise's "

@@ -82,3 +82,43 @@ def test_feature_matching_enters_segan_generator_update_only_when_weighted():
   assert float(matched_metrics['g_loss']) > float(plain_metrics['g_loss'])
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(plain['g'].params), jax.tree.leaves(matched['g'].params)))
+
+
+def test_instance_noise_reaches_d_seeded_and_equal_to_the_draw_it_names():
+  import jax  # pylint: disable=g-import-not-at-top
+  from segan_jax import models, systems  # pylint: disable=g-import-not-at-top
+  from segan_jax.config import Config  # pylint: disable=g-import-not-at-top
+  from segan_jax.systems import segan  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  clean = rng.standard_normal((4, 1024)).astype(np.float32) * 0.1
+  batch = {'clean': clean,
+           'noisy': clean + 0.05 * rng.standard_normal((4, 1024)).astype(
+               np.float32)}
+
+  def run(noise, batch):
+    config = Config(model_size='tiny', batch_size=4, vbn_reference_size=2,
+                    d_input_noise=noise, parallelism='none')
+    states = systems.create_states(config, jax.random.key(0))
+    step = jax.jit(systems.of(config).make_step(config))
+    return step(states, batch, jax.random.key(1))
+
+  plain, plain_metrics = run(0.0, batch)
+  noised, noised_metrics = run(0.3, batch)
+  again, _ = run(0.3, batch)
+  for a, b in zip(jax.tree.leaves(noised), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)  # seeded: the same run twice
+  assert float(noised_metrics['d_real']) != float(plain_metrics['d_real'])
+  # The noise is N(0, s^2) keyed by (step, example): D's view of the clean
+  # pair with noise equals the noiseless run's on clean + that draw.
+  config = Config(model_size='tiny', batch_size=4, vbn_reference_size=2,
+                  parallelism='none')
+  states = systems.create_states(config, jax.random.key(0))
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), 0),
+                           segan._INSTANCE_NOISE_STREAM)  # pylint: disable=protected-access
+  draw = 0.3 * np.asarray(models.sample_latent(key, np.arange(4), (1024,)))
+  d = states['d']
+  logits = d.apply_fn({'params': d.params},
+                      models.make_pair(clean + draw, batch['noisy']),
+                      d.reference)
+  assert float(noised_metrics['d_real']) == pytest.approx(
+      float(np.mean(logits)), rel=1e-5, abs=1e-6)

@@ -24,6 +24,10 @@ ENHANCES = True
 WARM_START_FAMILY = 'encoder_decoder'
 
 
+# A fold_in constant of this step's key that z does not use.
+_INSTANCE_NOISE_STREAM = 0x5e6a
+
+
 def generator(config: Config, use_z: bool | None = None) -> nn.Module:
   """G; ``use_z`` overrides the config's (the autoencoder has no z)."""
   return models.Generator(
@@ -102,6 +106,7 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
                l1_weight: float, latent_shape: tuple[int, int] | None,
                adversarial_weight: float = 1.0, stft_weight: float = 0.0,
                feature_matching_weight: float = 0.0,
+               d_input_noise: float = 0.0,
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -115,6 +120,8 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
       multi-resolution STFT loss in G's loss.
     feature_matching_weight: weight of the L1 distance between D's
       activations for (enhanced, noisy) and for (clean, noisy) in G's loss.
+    d_input_noise: std of the instance noise added to the first signal of
+      every pair D sees (the same draw for a window in D's and G's update).
     latent_shape: shape of z per example, or None for a G without z.
     axis_name: the pmap axis to average gradients over, or None.
 
@@ -132,8 +139,24 @@ def train_step(g_state, d_state: train_state.DiscriminatorState,
   def generate(g_params):
     return g_state.apply_fn({'params': g_params}, noisy, z)
 
+  instance_noise = None
+  if d_input_noise:
+    # Keyed by the step and the example, as z: independent of the devices.
+    noise_rng = jax.random.fold_in(jax.random.fold_in(rng, g_state.step),
+                                   _INSTANCE_NOISE_STREAM)
+    instance_noise = d_input_noise * models.sample_latent(
+        noise_rng, common.example_indices(local_batch, axis_name),
+        noisy.shape[1:])
+
+  def blur(signals):
+    if instance_noise is None:
+      return signals
+    return signals + jnp.tile(instance_noise,
+                              (signals.shape[0] // local_batch, 1))
+
   def discriminate(d_params, signals, noisy_pairs, split_reference=False,
                    return_features=False):
+    signals = blur(signals)
     return d_state.apply_fn({'params': d_params},
                             models.make_pair(signals, noisy_pairs),
                             d_state.reference, split_reference=split_reference,
@@ -189,4 +212,5 @@ def make_step(config: Config):
       adversarial_weight=config.adversarial_weight,
       stft_weight=config.stft_weight,
       feature_matching_weight=config.feature_matching_weight,
+      d_input_noise=config.d_input_noise,
       latent_shape=latent_shape(config))

@@ -49,14 +49,14 @@ _PEAK_LIMIT = 1e30
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-  """The augmentation parameters of a run (see config.Config); all off by
-  default."""
+  """The augmentation parameters of a run: built from a Config
+  (``from_config``), whose fields hold their defaults and help."""
 
-  remix_prob: float = 0.0
-  remix_gain_db: tuple[float, float] = (-5.0, 5.0)
-  gain_db: float = 0.0
-  speed_prob: float = 0.0
-  speed_range: tuple[float, float] = (0.9, 1.1)
+  remix_prob: float
+  remix_gain_db: tuple[float, float]
+  gain_db: float
+  speed_prob: float
+  speed_range: tuple[float, float]
 
   def __post_init__(self):
     for name in ('remix_prob', 'speed_prob'):

@@ -151,8 +151,21 @@ def main(argv):
     sys.exit(2)
 
 
+# absl's help flags (--help's short name is -?), with one dash or two.
+_HELP_FLAGS = frozenset(
+    dash + name for dash in ('-', '--')
+    for name in ('help', '?', 'helpshort', 'helpfull', 'helpxml'))
+
+
 def console_main() -> None:
   """Entry point of ``python -m segan_jax`` and the ``segan-jax`` script."""
   # Restarts once with glibc's huge-page malloc (segan_jax/runtime.py).
   runtime.reexec_with_hugepage_malloc()
-  app.run(main)
+  try:
+    app.run(main)
+  except SystemExit as e:
+    # absl ends a help request with status 1, which a user's script would
+    # read as a failure.
+    if e.code == 1 and _HELP_FLAGS.intersection(sys.argv[1:]):
+      sys.exit(0)
+    raise

@@ -42,120 +42,169 @@ CHOICES = {
 }
 
 
+def option(default: Any, help_text: str) -> Any:
+  """A Config field with its one description, which its flag's help reads."""
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything that defines a run; saved with each checkpoint."""
+  """Everything that defines a run; saved with each checkpoint.
 
-  model: str = 'segan'
-  model_size: str = 'paper'
-  # Overrides of the named size (None: take the size's value).
-  encoder_features: tuple[int, ...] | None = None
-  kernel_size: int | None = None
-  window_size: int | None = None
-  use_z: bool = True  # SEGAN's latent z (the autoencoder ignores it: never a z)
-  # Where G's skip connections are taken: before the encoder's PReLU (as in
-  # santi-pdp/segan) or after it.
-  skip_connections: str = 'preactivation'
-  # G outputs noisy + correction (its last layer starts at zero, so an
-  # untrained G is the identity) instead of tanh of its last layer.
-  residual: bool = False
-  # Conv kernels: truncated normal, std 0.02 (santi-pdp/segan) or Xavier.
-  kernel_init: str = 'truncated_normal'
-  # The networks' computation (convs, activations); parameters, optimizer
-  # states, VBN statistics, losses and metrics stay float32 whatever it is.
-  dtype: str = 'float32'
-  # D's channels per layer (None: the same as G's encoder).
-  discriminator_features: tuple[int, ...] | None = None
-  # autoencoder: its training loss; gan: its loss and latent size.
-  reconstruction_loss: str = 'l1'
-  gan_loss: str = 'bce'
-  latent_dim: int = 64
+  Each field's help is its flag's help (``--helpfull`` lists them); comments
+  here say why a default or a design is what it is.
+  """
 
-  dataset: str = 'synthetic'
-  data_dir: str | None = None
-  # VoiceBank-DEMAND downloads (zips or folders); TFDS output folder.
-  manual_dir: str | None = None
-  tfds_data_dir: str | None = None
-  skip_bad_files: bool = False
-  # Number of utterances of the embedded synthetic train split (None: default).
-  dataset_size: int | None = None
-  preemphasis: float = 0.95
-  # Enhanced audio goes through a 1st-order Butterworth high-pass at this
-  # frequency (Hz; 0: off), in the same filter as the de-emphasis. Why:
-  # de-emphasis has a DC gain of 1 / (1 - 0.95) = 20, so an offset in G's
-  # output too small for a loss on pre-emphasised windows to notice becomes
-  # a large one in the waveform, and it swings segmental SNR by several dB
-  # from one checkpoint to the next. First order: a steeper filter's phase
-  # shift reaches into the speech band and costs more SNR than it saves.
-  output_highpass_hz: float = 0.0
+  # --- The networks -----------------------------------------------------------
+  model: str = option(
+      'segan', 'segan; autoencoder (G without z or D, reconstruction loss); '
+      'gan (the basic unconditional GAN).')
+  model_size: str = option(
+      'paper', 'Named network size (paper = Pascual et al. 2017; demo; tiny).')
+  encoder_features: tuple[int, ...] | None = option(
+      None, 'Override: encoder channels per layer, e.g. 16,32,32,64 (the '
+      'decoder mirrors them).')
+  kernel_size: int | None = option(None, 'Override: conv kernel width.')
+  window_size: int | None = option(None,
+                                   'Override: samples per training window.')
+  use_z: bool = option(True, 'segan: concatenate z ~ N(0, 1) to the code (the '
+                       'autoencoder never has z).')
+  skip_connections: str = option(
+      'preactivation', "G's skips: taken before the encoder's PReLU (as "
+      'santi-pdp/segan) or after it.')
+  # The last layer starts at zero, so an untrained residual G is the identity.
+  residual: bool = option(False, 'G outputs noisy + correction (identity at '
+                          'initialisation) instead of tanh of its last layer.')
+  kernel_init: str = option(
+      'truncated_normal', 'Conv kernel initialisation: truncated_normal (std '
+      '0.02, as santi-pdp/segan) or xavier_uniform.')
+  dtype: str = option(
+      'float32', 'Compute dtype of the networks (bfloat16 for GPU/TPU); '
+      'parameters, optimizer states, VBN statistics, losses and metrics stay '
+      'float32.')
+  discriminator_features: tuple[int, ...] | None = option(
+      None, "Override: D's channels per layer (default: those of G's encoder).")
+  reconstruction_loss: str = option('l1', 'autoencoder: its training loss.')
+  gan_loss: str = option('bce', 'gan: non-saturating cross-entropy (bce) or '
+                         'least squares (lsgan).')
+  latent_dim: int = option(64, 'gan: size of z.')
 
-  num_epochs: int = 86
-  batch_size: int = 400
-  seed: int = 0
-  learning_rate: float = 2e-4
-  # rmsprop: TF1 semantics (decay 0.9, eps 1e-10, accumulators start at 1),
-  # as the paper's code; adam: Adam with beta1 = adam_b1.
-  optimizer: str = 'rmsprop'
-  adam_b1: float = 0.5
-  # Gradients are scaled down to this global norm before the optimizer
-  # (per network; 0: off).
-  grad_clip_norm: float = 0.0
-  # Steps of linear learning-rate warm-up (0: none) and a cosine decay to
-  # lr_final_fraction * learning_rate at the end of training (1.0: constant).
-  warmup_steps: int = 0
-  lr_final_fraction: float = 1.0
-  l1_weight: float = 100.0
-  # G's loss: adversarial_weight * LSGAN + l1_weight * L1 +
-  # stft_weight * multi-resolution STFT magnitude loss.
-  adversarial_weight: float = 1.0
-  stft_weight: float = 0.0
-  # segan: + feature_matching_weight * L1 between D's activations for the
-  # enhanced and the clean pair, layer by layer: a target for G that D
-  # winning outright does not flatten, unlike the LSGAN term's.
-  feature_matching_weight: float = 0.0
-  # segan: instance noise, N(0, d_input_noise^2) added to the clean or
-  # enhanced signal of every pair D sees, in both updates (santi-pdp/segan's
-  # disc_noise, off there by default). It blurs the difference D can win
-  # on outright, so its gradient to G stays informative.
-  d_input_noise: float = 0.0
+  # --- Data -------------------------------------------------------------------
+  dataset: str = option('synthetic', 'Dataset name: synthetic (embedded, '
+                        'offline), wav_pairs, voicebank_demand.')
+  data_dir: str | None = option(
+      None, 'wav_pairs: the folder holding noisy/ and clean/ (or train/ and '
+      'test/ folders each holding them).')
+  manual_dir: str | None = option(
+      None, 'voicebank_demand: the folder with the four official zips or '
+      'folders (clean_trainset_28spk_wav, ...).')
+  tfds_data_dir: str | None = option(
+      None, 'Where TFDS writes prepared datasets (default $TFDS_DATA_DIR or '
+      '~/tensorflow_datasets).')
+  skip_bad_files: bool = option(
+      False, 'Build datasets with unusable files reported and left out, '
+      'instead of stopping at the first.')
+  dataset_size: int | None = option(
+      None, 'Utterances in the synthetic train split (default: the dataset '
+      'default).')
+  preemphasis: float = option(0.95, "Pre-emphasis coefficient of the model's "
+                              'input and output (de-emphasis inverts it).')
+  # Why: de-emphasis has a DC gain of 1 / (1 - 0.95) = 20, so an offset in G's
+  # output too small for a loss on pre-emphasised windows to notice becomes a
+  # large one in the waveform, and it swings segmental SNR by several dB from
+  # one checkpoint to the next. First order: a steeper filter's phase shift
+  # reaches into the speech band and costs more SNR than it saves.
+  output_highpass_hz: float = option(
+      0.0, 'Enhanced audio is high-passed at this frequency (1st-order '
+      'Butterworth, with the de-emphasis; 0: off). Saved with the run: its '
+      'enhance, evaluate and validation use it.')
 
-  # On-the-fly augmentation of training windows, a pure function of
-  # (seed, step, position in the batch); all off by default (the paper's).
-  # remix: with this probability a window's clean speech is mixed with the
-  # noise (noisy - clean) of another window, scaled by a gain drawn
-  # uniformly in remix_gain_db (dB).
-  remix_prob: float = 0.0
-  remix_gain_db: tuple[float, float] = (-5.0, 5.0)
-  # gain: noisy and clean scaled together by a gain uniform in +-gain_db dB.
-  gain_db: float = 0.0
-  # speed: the clean speech resampled by a factor uniform in speed_range
-  # (pitch and tempo together), with probability speed_prob.
-  speed_prob: float = 0.0
-  speed_range: tuple[float, float] = (0.9, 1.1)
+  # --- Optimisation -----------------------------------------------------------
+  num_epochs: int = option(86, 'Epochs to train in total.')
+  batch_size: int = option(400, 'Global batch size, split over processes and '
+                           'devices.')
+  seed: int = option(0, 'Seeds parameters, z, data order, augmentation and the '
+                     'dataset.')
+  learning_rate: float = option(2e-4, 'Learning rate of G and D (peak, with a '
+                                'schedule).')
+  optimizer: str = option(
+      'rmsprop', 'rmsprop: TF1 RMSProp (decay 0.9, eps 1e-10, accumulators '
+      "start at 1), as the paper's code; adam: Adam with beta1 --adam_b1.")
+  adam_b1: float = option(0.5, 'adam: beta1.')
+  grad_clip_norm: float = option(
+      0.0, "Scale each network's gradients down to this global norm before "
+      'the optimizer (0: off).')
+  warmup_steps: int = option(0, 'Steps of linear learning-rate warm-up (0: '
+                             'none).')
+  lr_final_fraction: float = option(
+      1.0, 'Cosine decay of the learning rate to this fraction of it at the '
+      'last step (1: constant).')
 
-  # Start G (and D when both runs have one) from another run's checkpoint:
-  # 'WORKDIR' (its latest) or 'WORKDIR:STEP'. Ignored once this run has a
-  # checkpoint of its own (it then resumes from that).
-  init_from: str | None = None
-  vbn_reference_size: int = 32
+  # --- Losses: G's is adversarial + l1 + stft (+ feature matching) ------------
+  l1_weight: float = option(100.0, "Weight of the L1 term in G's loss.")
+  adversarial_weight: float = option(1.0, "Weight of the LSGAN term in G's "
+                                     'loss.')
+  stft_weight: float = option(
+      0.0, "Weight of the multi-resolution STFT magnitude loss in G's loss "
+      "(and the autoencoder's).")
+  # A target for G that D winning outright does not flatten, unlike the
+  # LSGAN term's.
+  feature_matching_weight: float = option(
+      0.0, "segan: weight of the feature-matching loss (L1 between D's "
+      "activations for enhanced and clean pairs, layer by layer) in G's loss "
+      '(0: off).')
+  # santi-pdp/segan's disc_noise (off there by default): it blurs the
+  # difference D can win on outright, so its gradient to G stays informative.
+  d_input_noise: float = option(
+      0.0, 'segan: std of the Gaussian instance noise added to the clean or '
+      'enhanced signal of each pair D sees, in both updates (0: off).')
 
-  checkpoint_every_epochs: int = 5
-  keep_checkpoints: int = 0  # 0 keeps all.
-  log_every_steps: int = 50
-  # Files of the validation split enhanced and scored at each checkpoint.
-  validation_files: int = 4
-  # A folder of noisy/ + clean/ pairs to validate on instead of the
-  # dataset's validation (or test) split. A flat wav_pairs folder has no
-  # split of its own, so without this its validation scores training files:
-  # --keep_best would measure fit, not how G does on an unseen voice.
-  validation_dir: str | None = None
-  # Keep the checkpoint with the best value of this validation metric
-  # (e.g. val_pesq) as WORKDIR/best; enhance and evaluate use it by default.
-  keep_best: str | None = None
-  parallelism: str = 'auto'
-  # What a non-finite loss or gradient does: stop (keeping the last good
-  # checkpoint) or skip_step (the update is dropped, training goes on).
-  nan_policy: str = 'stop'
+  # --- Augmentation: fresh for every step, a pure function of (seed, step,
+  # position in the batch); all off by default (the paper's). ----------------
+  remix_prob: float = option(
+      0.0, "Augmentation: probability that a window's clean speech is mixed "
+      'with the noise (noisy - clean) of another window.')
+  remix_gain_db: tuple[float, float] = option(
+      (-5.0, 5.0), "Augmentation: LOW,HIGH range (dB) of the remixed noise's "
+      'gain.')
+  gain_db: float = option(0.0, 'Augmentation: noisy and clean scaled together '
+                          'by a gain uniform in +-this (dB).')
+  speed_prob: float = option(
+      0.0, "Augmentation: probability that a window's clean speech is "
+      'resampled (speed and pitch together) by a factor in --speed_range.')
+  speed_range: tuple[float, float] = option(
+      (0.9, 1.1), 'Augmentation: LOW,HIGH speed factors.')
+
+  # --- Runs: warm start, checkpoints, validation, devices ---------------------
+  init_from: str | None = option(
+      None, 'Warm start: WORKDIR or WORKDIR:STEP of another run whose G (and '
+      'D, when both have one) start this one; ignored once this run has its '
+      'own checkpoint (it then resumes from that).')
+  vbn_reference_size: int = option(
+      32, "Windows in D's virtual batch norm reference batch.")
+  checkpoint_every_epochs: int = option(
+      5, 'Save a checkpoint every this many epochs (and at the end).')
+  keep_checkpoints: int = option(0, 'How many checkpoints to keep (0: all).')
+  log_every_steps: int = option(50, 'Log metrics every this many steps.')
+  validation_files: int = option(
+      4, 'Validation files enhanced and scored at each checkpoint (0: none).')
+  # A flat wav_pairs folder has no split of its own, so without this its
+  # validation scores training files: --keep_best would measure fit, not how
+  # G does on an unseen voice.
+  validation_dir: str | None = option(
+      None, 'A folder of noisy/ and clean/ pairs (e.g. an unseen voice) scored '
+      "at each checkpoint instead of the dataset's validation or test split; "
+      'what --keep_best then picks by.')
+  keep_best: str | None = option(
+      None, 'Keep the checkpoint with the best value of this validation metric '
+      'in WORKDIR/best; enhance and evaluate use it by default.')
+  parallelism: str = option(
+      'auto', 'auto: pmap on several devices, else one device; none; pmap; '
+      'sharding: jit over a device mesh with NamedSharding.')
+  nan_policy: str = option(
+      'stop', 'A non-finite loss or gradient: stop (naming the step and '
+      'metric; the last good checkpoint stays) or skip_step (drop that '
+      'update, go on).')
 
   def __post_init__(self):
     for name, known in CHOICES.items():

@@ -1,8 +1,8 @@
 """Command-line flags: one per field of the run's Config, and the options of
 each mode.
 
-A Config field's flag takes its default and its choices from
-segan_jax/config.py (the only place they are written); its help is here.
+A Config field's flag takes its default, its choices and its help from
+segan_jax/config.py, the only place they are written.
 """
 
 from __future__ import annotations
@@ -86,103 +86,7 @@ PROCESS_ID = flags.DEFINE_integer('process_id', None,
 
 
 # --- One flag per Config field --------------------------------------------------
-
-_CONFIG_HELP = {
-    'dtype': 'Compute dtype of the networks (bfloat16 for GPU/TPU); parameters, '
-             'optimizer states, VBN statistics, losses and metrics stay float32.',
-    'model': 'segan; autoencoder (G without z or D, reconstruction loss); gan '
-             '(the basic unconditional GAN).',
-    'model_size': 'Named network size (paper = Pascual et al. 2017).',
-    'encoder_features': 'Override: encoder channels per layer, e.g. '
-                        '16,32,32,64 (the decoder mirrors them).',
-    'kernel_size': 'Override: conv kernel width.',
-    'window_size': 'Override: samples per training window.',
-    'use_z': 'SEGAN: concatenate z ~ N(0, 1) to the code (the autoencoder '
-             'never has z).',
-    'skip_connections': "G's skips: taken before the encoder's PReLU (as "
-                        'santi-pdp/segan) or after it.',
-    'residual': 'G outputs noisy + correction (identity at initialisation) '
-                'instead of tanh of its last layer.',
-    'kernel_init': 'Conv kernel initialisation (truncated_normal: std 0.02, '
-                   'as santi-pdp/segan).',
-    'discriminator_features': "Override: D's channels per layer (default: "
-                              "those of G's encoder).",
-    'reconstruction_loss': 'autoencoder: its training loss.',
-    'gan_loss': 'gan: non-saturating cross-entropy (bce) or least squares '
-                '(lsgan).',
-    'latent_dim': 'gan: size of z.',
-    'dataset': 'Dataset name: synthetic (embedded, offline), wav_pairs, '
-               'voicebank_demand.',
-    'data_dir': 'wav_pairs: the folder holding noisy/ and clean/ (or train/ '
-                'and test/ folders each holding them).',
-    'manual_dir': 'voicebank_demand: the folder with the four official zips '
-                  'or folders (clean_trainset_28spk_wav, ...).',
-    'tfds_data_dir': 'Where TFDS writes prepared datasets (default '
-                     '$TFDS_DATA_DIR or ~/tensorflow_datasets).',
-    'skip_bad_files': 'Build datasets with unusable files reported and left '
-                      'out, instead of stopping at the first.',
-    'dataset_size': 'Utterances in the synthetic train split (default: the '
-                    'dataset default).',
-    'preemphasis': 'Pre-emphasis coefficient of the model\'s input and '
-                   'output (de-emphasis inverts it).',
-    'output_highpass_hz': 'Enhanced audio is high-passed at this frequency '
-                          '(1st-order Butterworth, with the de-emphasis; 0: '
-                          'off). Saved with the run: its enhance, evaluate '
-                          'and validation use it.',
-    'num_epochs': 'Epochs to train in total.',
-    'batch_size': 'Global batch size, split over processes and devices.',
-    'seed': 'Seeds parameters, z, data order, augmentation and the dataset.',
-    'learning_rate': 'Learning rate of G and D (peak, with a schedule).',
-    'optimizer': 'rmsprop: TF1 RMSProp (decay 0.9, eps 1e-10, accumulators '
-                 "start at 1), as the paper's code; adam: Adam with beta1 "
-                 '--adam_b1.',
-    'adam_b1': 'adam: beta1.',
-    'grad_clip_norm': "Scale each network's gradients down to this global "
-                      'norm before the optimizer (0: off).',
-    'warmup_steps': 'Steps of linear learning-rate warm-up (0: none).',
-    'lr_final_fraction': 'Cosine decay of the learning rate to this fraction '
-                         'of it at the last step (1: constant).',
-    'l1_weight': "Weight of the L1 term in G's loss.",
-    'adversarial_weight': "Weight of the LSGAN term in G's loss.",
-    'stft_weight': "Weight of the multi-resolution STFT magnitude loss in G's "
-                   "loss (and the autoencoder's).",
-    'feature_matching_weight': "segan: weight of the feature-matching loss "
-                               "(L1 between D's activations for enhanced and "
-                               "clean pairs) in G's loss (0: off).",
-    'd_input_noise': 'segan: std of the Gaussian instance noise added to the '
-                     'clean or enhanced signal of each pair D sees (0: off).',
-    'remix_prob': "Augmentation: probability that a window's clean speech is "
-                  'mixed with the noise of another window.',
-    'remix_gain_db': "Augmentation: LOW,HIGH range (dB) of the remixed noise's "
-                     'gain.',
-    'gain_db': 'Augmentation: noisy and clean scaled by a gain uniform in '
-               '+-this (dB).',
-    'speed_prob': "Augmentation: probability that a window's clean speech is "
-                  'resampled (speed and pitch) by a factor in --speed_range.',
-    'speed_range': 'Augmentation: LOW,HIGH speed factors.',
-    'init_from': 'Warm start: WORKDIR or WORKDIR:STEP of another run whose G '
-                 '(and D) start this one; ignored once this run has its own '
-                 'checkpoint.',
-    'vbn_reference_size': "Windows in D's virtual batch norm reference batch.",
-    'checkpoint_every_epochs': 'Save a checkpoint every this many epochs (and '
-                               'at the end).',
-    'keep_checkpoints': 'How many checkpoints to keep (0: all).',
-    'log_every_steps': 'Log metrics every this many steps.',
-    'validation_files': 'Validation files enhanced and scored at each '
-                        'checkpoint (0: none).',
-    'validation_dir': 'A folder of noisy/ and clean/ pairs (e.g. an unseen '
-                      'voice) scored at each checkpoint instead of the '
-                      "dataset's validation or test split; what --keep_best "
-                      'then picks by.',
-    'keep_best': 'Keep the checkpoint with the best value of this validation '
-                 'metric in WORKDIR/best; enhance and evaluate use it by '
-                 'default.',
-    'parallelism': 'auto: pmap on several devices, else one device; sharding: '
-                   'jit over a device mesh with NamedSharding.',
-    'nan_policy': 'A non-finite loss or gradient: stop (naming the step and '
-                  'metric; the last good checkpoint stays) or skip_step (drop '
-                  'that update, go on).',
-}
+# Each takes its help from the field (config.option), where it is written once.
 
 _FIELD_TYPES = typing.get_type_hints(config_lib.Config)
 
@@ -201,7 +105,7 @@ def _define_config_flags() -> None:
     name = field.name
     default = getattr(defaults, name)
     kind = _field_type(name)
-    help_text = _CONFIG_HELP[name]
+    help_text = field.metadata['help']
     if name in config_lib.CHOICES:
       flags.DEFINE_enum(name, default, list(config_lib.CHOICES[name]),
                         help_text)

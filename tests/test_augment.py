@@ -11,8 +11,15 @@ from segan_jax import input_pipeline
 from segan_jax.config import Config
 
 WINDOW, HOP = 128, 64
-ALL_ON = augment.Augmentation(remix_prob=0.5, gain_db=6.0, speed_prob=0.5,
-                              speed_range=(0.8, 1.2))
+
+
+def _augmentation(**changes) -> augment.Augmentation:
+  """Config's defaults (where they are written) with these changes."""
+  return augment.Augmentation.from_config(Config(**changes))
+
+
+ALL_ON = _augmentation(remix_prob=0.5, gain_db=6.0, speed_prob=0.5,
+                       speed_range=(0.8, 1.2))
 
 
 class _Pairs:
@@ -66,7 +73,7 @@ def test_remix_with_its_own_noise_at_0_db_gives_back_the_noisy(data):
 
 
 def test_remix_keeps_clean_and_mixes_another_windows_scaled_noise(data):
-  augmentation = augment.Augmentation(remix_prob=1.0, remix_gain_db=(-5, 5))
+  augmentation = _augmentation(remix_prob=1.0, remix_gain_db=(-5, 5))
   seen_gains = []
   for index in range(len(data)):
     position = 2 * index + 1
@@ -87,7 +94,7 @@ def test_remix_keeps_clean_and_mixes_another_windows_scaled_noise(data):
 
 
 def test_gain_scales_noisy_and_clean_together_within_the_range(data):
-  augmentation = augment.Augmentation(gain_db=6.0)
+  augmentation = _augmentation(gain_db=6.0)
   factors = []
   for index in range(len(data)):
     original = data[index]
@@ -136,7 +143,7 @@ def test_speed_resamples_clean_keeps_noise_and_length():
 def test_speed_reads_the_utterance_beyond_the_window(data):
   # Window 1 starts at 64 in the 300-sample utterance: a faster window reads
   # past its own end instead of padding with zeros.
-  augmentation = augment.Augmentation(speed_prob=1.0, speed_range=(1.2, 1.2))
+  augmentation = _augmentation(speed_prob=1.0, speed_range=(1.2, 1.2))
   out = augment.augment_window(data, 1, 0, seed=0, step=0,
                                augmentation=augmentation)
   original = data[1]
@@ -159,8 +166,8 @@ def test_speed_by_one_and_augmentation_off_give_todays_batches(data):
   off = augment.Augmentation.from_config(Config())
   assert not off.enabled and not Config().augments
   _assert_batches_equal(_batches(data, schedule, 0, end, off), today)
-  identity = augment.Augmentation(speed_prob=1.0, speed_range=(1.0, 1.0),
-                                  remix_prob=0.0)
+  identity = _augmentation(speed_prob=1.0, speed_range=(1.0, 1.0),
+                           remix_prob=0.0)
   assert identity.enabled
   _assert_batches_equal(_batches(data, schedule, 0, end, identity), today)
 
@@ -190,8 +197,8 @@ def test_same_seed_and_step_same_batch_and_resume_matches(data):
 
 
 def test_two_processes_compute_the_one_process_batch(data):
-  augmentation = augment.Augmentation(remix_prob=1.0, gain_db=6.0,
-                                      speed_prob=0.5)
+  augmentation = _augmentation(remix_prob=1.0, gain_db=6.0,
+                               speed_prob=0.5)
   single = _batches(data, _schedule(data), 0, 6, augmentation)
   halves = [_batches(data, _schedule(data, process_index=p, process_count=2),
                      0, 6, augmentation) for p in (0, 1)]
@@ -203,8 +210,8 @@ def test_two_processes_compute_the_one_process_batch(data):
 
 
 def test_draws_of_one_augmentation_ignore_the_others():
-  alone = augment.Augmentation(remix_prob=0.5)
-  together = augment.Augmentation(remix_prob=0.5, gain_db=3.0, speed_prob=0.5)
+  alone = _augmentation(remix_prob=0.5)
+  together = _augmentation(remix_prob=0.5, gain_db=3.0, speed_prob=0.5)
   partners = []
   for position in range(32):
     a = augment.draw(alone, 0, 7, position, 5, 100)
@@ -223,11 +230,11 @@ def test_from_config_and_validation():
   assert augmentation == augment.Augmentation(0.25, (-3.0, 2.0), 4.0, 0.5,
                                               (0.95, 1.05))
   with pytest.raises(ValueError, match='gain_db'):
-    augment.Augmentation(gain_db=-1)
+    _augmentation(gain_db=-1)
   with pytest.raises(ValueError, match='speed_range'):
-    augment.Augmentation(speed_range=(0.0, 1.0))
+    _augmentation(speed_range=(0.0, 1.0))
   with pytest.raises(ValueError, match='remix_prob'):
-    augment.Augmentation(remix_prob=1.5)
+    _augmentation(remix_prob=1.5)
 
 
 # NEEDS segan_jax/train.py TO PASS THE AUGMENTATION: train_and_evaluate must

@@ -37,8 +37,8 @@ def test_non_editable_install_gives_module_and_console_script(tmp_path):
   where = run(sys.executable, '-c', 'import segan_jax; print(segan_jax.__file__)')
   assert where.stdout.startswith(str(site)), where.stdout + where.stderr
   module = run(sys.executable, '-m', 'segan_jax', '--helpfull')
-  # absl answers --help with the usage and exit status 1.
-  assert module.returncode == 1 and not module.stderr, module.stderr[-2000:]
+  # The usage, and success: absl's own status for it is 1.
+  assert module.returncode == 0 and not module.stderr, module.stderr[-2000:]
   assert '--flagfile' in module.stdout and '--workdir' in module.stdout
   # The bundled pretrained model is installed with the package, checksum
   # and all.
@@ -55,3 +55,28 @@ def test_non_editable_install_gives_module_and_console_script(tmp_path):
       'error: --mode=evaluate needs --workdir (the run to score), '
       '--results=FILE.json (to score the bundled pretrained model), or '
       '--clean_dir with --enhanced_dir')
+
+
+def test_help_succeeds_and_a_bad_flag_still_fails():
+  def launch(*args):
+    return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args],
+                          capture_output=True, text=True, timeout=300)
+
+  for request, shown in (('--help', '--helpfull'), ('--helpfull', '--mode')):
+    answer = launch(request)
+    assert answer.returncode == 0, (request, answer.stderr[-2000:])
+    assert shown in answer.stdout
+  wrong = launch('--no_such_flag')
+  assert wrong.returncode == 1
+  assert 'no_such_flag' in wrong.stderr
+
+
+def test_each_config_field_is_described_once_where_it_is_defined():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from segan_jax import config, flags as segan_flags  # pylint: disable=g-import-not-at-top,unused-import
+  for field in dataclasses.fields(config.Config):
+    text = field.metadata.get('help')
+    assert text and len(text) > 10, field.name
+    # (an enum's help starts with its choices)
+    assert flags.FLAGS[field.name].help.endswith(text), field.name

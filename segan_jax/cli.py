@@ -31,8 +31,8 @@ def run(mode: str) -> None:
   # Imported here, not at the top, so that --help answers without loading
   # JAX and the libraries; no cycle is avoided by it.
   # pylint: disable=g-import-not-at-top
-  from segan_jax import (enhance, evaluate, export, hooks, input_pipeline,
-                         report, train)
+  from segan_jax import (enhance, evaluate, evaluators, export,
+                         input_pipeline, report, train)
   if mode == 'evaluate' and (f.CLEAN_DIR.value or f.ENHANCED_DIR.value):
     if not (f.CLEAN_DIR.value and f.ENHANCED_DIR.value):
       raise ValueError('--clean_dir and --enhanced_dir go together')
@@ -56,7 +56,7 @@ def run(mode: str) -> None:
   if mode == 'train':
     config = f.config_from_flags()
     result = train.train_and_evaluate(
-        config, f.WORKDIR.value, make_checkpoint_hook=hooks.make_checkpoint_hook)
+        config, f.WORKDIR.value, make_evaluators=evaluators.make_evaluators)
     print(train.training_summary(config, f.WORKDIR.value, result))
     return
   if mode == 'enhance' and not (f.INPUT.value and f.OUTPUT.value):
@@ -70,9 +70,8 @@ def run(mode: str) -> None:
     if f.WORKDIR.value or f.PRETRAINED.value:
       raise ValueError('--model_file replaces --workdir and --pretrained; '
                        'give one of them')
-    enhancer = export.ExportedEnhancer(
-        f.MODEL_FILE.value, f.ENHANCE_BATCH_SIZE.value,
-        seed=flags.FLAGS.seed, overlap=float(f.ENHANCE_OVERLAP.value))
+    enhancer = export.ExportedEnhancer(f.MODEL_FILE.value,
+                                       **_enhancer_options())
     print(f'Using the {enhancer.source}.', flush=True)
     _enhance(enhancer, f'the {enhancer.source}')
     return
@@ -94,9 +93,7 @@ def run(mode: str) -> None:
     print(f'Exported G of the {generator.source} to {f.OUTPUT.value} '
           f'({f.EXPORT_FORMAT.value}, {size / 2**20:.1f} MiB).')
     return
-  enhancer = enhance.Enhancer(generator, f.ENHANCE_BATCH_SIZE.value,
-                              seed=flags.FLAGS.seed,
-                              overlap=float(f.ENHANCE_OVERLAP.value))
+  enhancer = enhance.Enhancer(generator, **_enhancer_options())
   if mode == 'enhance':
     _enhance(enhancer, origin)
   else:
@@ -110,6 +107,13 @@ def run(mode: str) -> None:
     print(table)
     print(f'Per-file scores: {os.path.splitext(results)[0]}.csv; summary: '
           f'{results}')
+
+
+def _enhancer_options() -> dict:
+  """How either engine (a checkpoint's G, an exported file) windows and
+  batches, from the flags."""
+  return {'batch_size': f.ENHANCE_BATCH_SIZE.value, 'seed': flags.FLAGS.seed,
+          'overlap': float(f.ENHANCE_OVERLAP.value)}
 
 
 def _enhance(enhancer, origin: str) -> None:

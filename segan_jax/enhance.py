@@ -25,6 +25,7 @@ from absl import logging
 from scipy import signal
 
 from segan_jax import audio
+from segan_jax import best_checkpoint
 from segan_jax import checkpoints
 from segan_jax import files
 from segan_jax import models
@@ -99,13 +100,13 @@ def restore_pretrained(name: str | None = None) -> TrainedGenerator:
 
 def _restore_best(workdir: str, step: int | None) -> TrainedGenerator | None:
   """G of WORKDIR/best (when ``step`` is None or the best's), else None."""
-  kept = checkpoints.best_checkpointer(workdir)
+  kept = best_checkpoint.best_checkpointer(workdir)
   if kept is None:
     return None
   ckpt, best = kept
   try:
     if step is not None and (step != best['step'] or
-                             step in _own_steps(workdir)):
+                             step in checkpoints.steps(workdir)):
       return None  # another step, or the run's own copy of it
     generator = _load_generator(ckpt, best['step'])
   except checkpoints.UnreadableCheckpointError as e:
@@ -113,16 +114,9 @@ def _restore_best(workdir: str, step: int | None) -> TrainedGenerator | None:
     return None
   finally:
     ckpt.close()
-  generator.source = checkpoints.describe_best(best)
+  generator.source = best_checkpoint.describe_best(best)
   logging.info('Restored G from the %s of %s.', generator.source, workdir)
   return generator
-
-
-def _own_steps(workdir: str) -> list[int]:
-  folder = checkpoints.checkpoint_dir(workdir)
-  if not os.path.isdir(folder):
-    return []
-  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> TrainedGenerator:
@@ -458,11 +452,11 @@ def plan_outputs(input_path: str, output_path: str) -> list[tuple[str, str]]:
     raise EnhanceError(f'{output_path}: is a file, but the input '
                        f'{input_path} is a folder; name an output folder')
   plan = []
-  for folder, dirs, files in os.walk(src_root):
+  for folder, dirs, names in os.walk(src_root):
     dirs.sort()
     if os.path.abspath(folder).startswith(dst_root + os.sep):
       continue  # an output folder inside the input folder
-    for f in sorted(files):
+    for f in sorted(names):
       if audio.is_audio_file_name(f):
         src = os.path.join(folder, f)
         plan.append((src, os.path.join(dst_root,

@@ -219,10 +219,10 @@ def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
                   validation_files=2, validation_dir=str(folder),
                   tfds_data_dir=str(tmp_path / 'tfds'), keep_best='val_pesq',
                   parallelism='none')
-  from segan_jax import hooks  # pylint: disable=g-import-not-at-top
+  from segan_jax import evaluators  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(config, workdir,
-                                    make_checkpoint_hook=hooks.make_checkpoint_hook)
+                                    make_evaluators=evaluators.make_evaluators)
   assert result['best']['metric'] == 'val_pesq'
   scored = sorted(os.listdir(os.path.join(workdir, 'validation')))
   csvs = [n for n in scored if n.endswith('.csv')]

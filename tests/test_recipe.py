@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 from segan_jax import systems
-from segan_jax import audio, losses, train, train_state
+from segan_jax import audio, losses, optimizers, train
 from segan_jax.config import Config
 from segan_jax.models import layers
 
@@ -28,7 +28,7 @@ def _tiny(**changes):
 def test_rmsprop_has_tf1_semantics():
   """Accumulators start at 1, eps 1e-10 inside the root (TF1 RMSProp)."""
   config = _tiny(learning_rate=0.01)
-  tx = train_state.make_optimizer(config)
+  tx = optimizers.make_optimizer(config)
   params = {'w': jnp.array([1.0, -2.0, 3.0])}
   state = tx.init(params)
   nu = jax.tree.leaves(state[0].nu)[0]
@@ -44,13 +44,13 @@ def test_rmsprop_has_tf1_semantics():
 def test_adam_optimizer_and_schedule():
   config = _tiny(optimizer='adam', adam_b1=0.5, learning_rate=1e-3,
                  warmup_steps=10, lr_final_fraction=0.1)
-  schedule = train_state.learning_rate_schedule(config, total_steps=100)
+  schedule = optimizers.learning_rate_schedule(config, total_steps=100)
   assert float(schedule(0)) == 0.0
   assert float(schedule(10)) == pytest.approx(1e-3)
   assert float(schedule(100)) == pytest.approx(1e-4)
-  constant = train_state.learning_rate_schedule(_tiny(), total_steps=100)
+  constant = optimizers.learning_rate_schedule(_tiny(), total_steps=100)
   assert float(constant(0)) == float(constant(100)) == 2e-4
-  state = train_state.make_optimizer(config, 100).init({'w': jnp.zeros(3)})
+  state = optimizers.make_optimizer(config, 100).init({'w': jnp.zeros(3)})
   assert any(isinstance(s, optax.ScaleByAdamState)
              for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(
                  s, optax.ScaleByAdamState)))
@@ -60,8 +60,8 @@ def test_grad_clip_norm_bounds_the_gradient_the_optimizer_sees():
   params = {'w': jnp.zeros(2), 'b': jnp.zeros(1)}
   grads = {'w': jnp.array([30.0, 40.0]), 'b': jnp.array([0.0])}  # norm 50
   sgd_like = dict(optimizer='rmsprop', learning_rate=1.0)
-  plain = train_state.make_optimizer(_tiny(**sgd_like))
-  clipped = train_state.make_optimizer(_tiny(grad_clip_norm=5.0, **sgd_like))
+  plain = optimizers.make_optimizer(_tiny(**sgd_like))
+  clipped = optimizers.make_optimizer(_tiny(grad_clip_norm=5.0, **sgd_like))
   # Off: the optimizer's own state, as before the option existed.
   assert jax.tree.structure(plain.init(params)) != jax.tree.structure(
       clipped.init(params))

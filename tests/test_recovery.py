@@ -200,7 +200,7 @@ def test_nan_policy_skip_step_drops_only_the_bad_update(tiny_config, tmp_path,
   assert skipped == [3]
   assert all(np.isfinite(leaf).all() for state in result['states'].values()
              for leaf in jax_leaves(state.params))
-  assert int(result['g_state'].step) == result['step'] - 1
+  assert int(result['states']['g'].step) == result['step'] - 1
 
 
 def jax_leaves(tree):

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from segan_jax import hooks
+from segan_jax import evaluators
 from segan_jax import systems
 from segan_jax import checkpoints
 from segan_jax import parallel
@@ -103,8 +103,8 @@ def test_checkpoint_save_restore_identity(tiny_config, tmp_path):
 
 
 def _params(result):
-  return jax.tree.leaves((result['g_state'].params, result['d_state'].params,
-                          result['g_state'].opt_state))
+  return jax.tree.leaves((result['states']['g'].params, result['states']['d'].params,
+                          result['states']['g'].opt_state))
 
 
 def test_seeded_runs_are_bit_identical_and_resume_exactly(tiny_config,
@@ -162,7 +162,7 @@ def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
                                                      gan_loss):
   config = _tiny_system(tiny_config, 'gan', gan_loss=gan_loss, latent_dim=8)
   result = train.train_and_evaluate(config, str(tmp_path),
-                                    hooks.make_checkpoint_hook)
+                                    evaluators.make_evaluators)
   assert set(result['states']) == {'g', 'd'}
   assert all(np.isfinite(h['d_loss']) for h in result['history']
              if 'd_loss' in h)

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 from conftest import REPO  # pylint: disable=g-bad-import-order
 
-from segan_jax import hooks
+from segan_jax import evaluators
 from segan_jax import systems
+from segan_jax import best_checkpoint
 from segan_jax import checkpoints
 from segan_jax import enhance
 from segan_jax import models
 from segan_jax import train
+from segan_jax import warm_start
 
 
 def _assert_trees_equal(a, b):
@@ -81,7 +83,7 @@ def test_segan_from_segan_takes_g_and_d_keeps_its_reference(segan, tmp_path):
   ckpt.close()
   config = segan.replace(seed=1, init_from=str(tmp_path))
   own = _random_states(config, 1)
-  states, info = checkpoints.warm_start(own, config)
+  states, info = warm_start.warm_start(own, config)
   assert info['step'] == 7 and sorted(info['loaded']) == ['d', 'g']
   assert info['fresh'] == [] and not info['loaded']['g']['padded']
   for name in ('g', 'd'):
@@ -106,10 +108,10 @@ def test_training_warm_starts_then_resumes_its_own(autoencoder_run,
                                init_from=source_dir)
   target_dir = str(tmp_path / 'target')
   target = train.train_and_evaluate(config, target_dir)
-  _assert_trees_equal(target['g_state'].params, source['g_state'].params)
+  _assert_trees_equal(target['states']['g'].params, source['states']['g'].params)
   # Its own step count, from 0.
   assert _steps(target_dir) == [target['step']]
-  assert int(target['g_state'].step) == target['step'] < source['step']
+  assert int(target['states']['g'].step) == target['step'] < source['step']
 
   # Once it has a checkpoint, a relaunch resumes it: init_from is not even
   # read (that run is gone), and the steps go on from the run's own.
@@ -128,7 +130,7 @@ def test_autoencoder_to_segan_computes_the_same_g(autoencoder_run, segan):
   steps = _steps(source_dir)
   config = segan.replace(init_from=f'{source_dir}:{steps[0]}')
   fresh = _random_states(config, 3)
-  states, info = checkpoints.warm_start(fresh, config)
+  states, info = warm_start.warm_start(fresh, config)
   assert info['step'] == steps[0] and info['fresh'] == ['d']
   assert [p.split()[0] for p in info['loaded']['g']['padded']] == [
       'dec_0/kernel']
@@ -136,7 +138,7 @@ def test_autoencoder_to_segan_computes_the_same_g(autoencoder_run, segan):
   _assert_trees_equal(states['d'].params, fresh['d'].params)  # D untouched
   # STEP picks that checkpoint, not the latest.
   old = enhance.restore_generator(source_dir, steps[0]).params
-  latest = source['g_state'].params
+  latest = source['states']['g'].params
   assert not np.array_equal(old['enc_0']['kernel'], latest['enc_0']['kernel'])
   np.testing.assert_array_equal(states['g'].params['enc_0']['kernel'],
                                 old['enc_0']['kernel'])
@@ -168,17 +170,17 @@ def test_bad_init_from_is_one_line_error(autoencoder_run, segan, tmp_path):
       (f'{source_dir}:999', 'no checkpoint for step 999'),
   ]:
     with pytest.raises(checkpoints.CheckpointError, match=message) as e:
-      checkpoints.check_init_from(spec)
+      warm_start.check_init_from(spec)
     assert '\n' not in str(e.value) and spec in str(e.value)
   # A model kind that cannot start from it (checked before any state).
   gan = segan.replace(model='gan', latent_dim=8, init_from=source_dir)
   with pytest.raises(checkpoints.CheckpointError,
                      match='holds a autoencoder model, which cannot start a '
                      'gan run'):
-    checkpoints.warm_start({}, gan)
+    warm_start.warm_start({}, gan)
 
   # Mismatches name the run and the parameter.
-  params = jax.tree.map(np.asarray, source['g_state'].params)
+  params = jax.tree.map(np.asarray, source['states']['g'].params)
   wider = dict(params, enc_4=dict(params['enc_4'],
                                   kernel=np.zeros((15, 16, 32), np.float32)))
   for target, message in [
@@ -190,13 +192,13 @@ def test_bad_init_from_is_one_line_error(autoencoder_run, segan, tmp_path):
        'parameter G/extra/w of this run is missing there'),
   ]:
     with pytest.raises(checkpoints.CheckpointError, match=message) as e:
-      checkpoints.transfer_params(target, params, where='W', network='G')
+      warm_start.transfer_params(target, params, where='W', network='G')
     assert str(e.value).startswith('--init_from=W: ')
   # SEGAN -> autoencoder would drop z's input channels: not silently.
   segan_g = _random_states(segan, 0)['g'].params
   with pytest.raises(checkpoints.CheckpointError,
                      match='parameter G/dec_0/kernel has shape'):
-    checkpoints.transfer_params(params, segan_g, where='W', network='G')
+    warm_start.transfer_params(params, segan_g, where='W', network='G')
 
 
 def test_launch_init_from_error_is_one_line(tmp_path):
@@ -219,16 +221,16 @@ def test_save_best_copies_then_commits_with_best_json(tmp_path):
     (folder / 'data').write_text(f'step {step}')
 
   fake_checkpoint(5)
-  checkpoints.save_best(str(tmp_path), 5, 'val_stoi', 0.5)
-  assert checkpoints.read_best(str(tmp_path)) == {
+  best_checkpoint.save_best(str(tmp_path), 5, 'val_stoi', 0.5)
+  assert best_checkpoint.read_best(str(tmp_path)) == {
       'metric': 'val_stoi', 'value': 0.5, 'step': 5}
   # What a crash mid-copy leaves: a partial copy and an orphan step that
   # best.json does not name. Neither changes which is the best.
   (tmp_path / 'best' / '.partial-9' / 'state').mkdir(parents=True)
   (tmp_path / 'best' / 'checkpoints' / '9').mkdir()
-  assert checkpoints.read_best(str(tmp_path))['step'] == 5
+  assert best_checkpoint.read_best(str(tmp_path))['step'] == 5
   fake_checkpoint(7)
-  checkpoints.save_best(str(tmp_path), 7, 'val_stoi', 0.75)
+  best_checkpoint.save_best(str(tmp_path), 7, 'val_stoi', 0.75)
   shutil.rmtree(tmp_path / 'checkpoints')  # rotation
   assert sorted(os.listdir(tmp_path / 'best')) == ['best.json', 'checkpoints']
   assert os.listdir(tmp_path / 'best' / 'checkpoints') == ['7']
@@ -241,21 +243,21 @@ def test_save_best_copies_then_commits_with_best_json(tmp_path):
 def test_keep_best_needs_validation(segan, tmp_path):
   with pytest.raises(ValueError, match='--validation_files to 1 or more'):
     train.train_and_evaluate(segan.replace(keep_best='val_pesq'),
-                             str(tmp_path), hooks.make_checkpoint_hook)
-  with pytest.raises(ValueError, match='no validation hook'):
+                             str(tmp_path), evaluators.make_evaluators)
+  with pytest.raises(ValueError, match='no evaluators'):
     train.train_and_evaluate(segan.replace(keep_best='val_pesq',
                                            validation_files=1), str(tmp_path))
   with pytest.raises(ValueError, match='gan model generates'):
     train.train_and_evaluate(
         segan.replace(model='gan', keep_best='val_pesq', validation_files=1),
-        str(tmp_path), hooks.make_checkpoint_hook)
+        str(tmp_path), evaluators.make_evaluators)
 
 
 def test_keep_best_is_the_max_of_the_validations(autoencoder, tmp_path):
   run = autoencoder.replace(num_epochs=3, validation_files=1,
                             keep_best='val_pesq')
   result = train.train_and_evaluate(run, str(tmp_path),
-                                    hooks.make_checkpoint_hook)
+                                    evaluators.make_evaluators)
   scores = {}
   for path in glob.glob(str(tmp_path / 'validation' / 'step_*.json')):
     with open(path) as f:
@@ -286,16 +288,16 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
 
     return validate
 
-  monkeypatch.setattr(hooks, 'make_validator', fake_validator)
+  monkeypatch.setattr(evaluators, 'make_validator', fake_validator)
   run = autoencoder.replace(validation_files=1, keep_best='val_pesq',
                             keep_checkpoints=1)
   first = train.train_and_evaluate(run, str(tmp_path),
-                                   hooks.make_checkpoint_hook)
+                                   evaluators.make_evaluators)
   epoch = first['step'] // 2
   assert first['best'] == {'metric': 'val_pesq', 'value': 3.0,
                            'step': 2 * epoch}
   second = train.train_and_evaluate(run.replace(num_epochs=4), str(tmp_path),
-                                    hooks.make_checkpoint_hook)
+                                    evaluators.make_evaluators)
   # Resuming remembered 3.0: neither 2.0 nor 2.5 replaced it.
   assert second['best'] == first['best'] and len(seen) == 4
   # The end-of-run summary names it.
@@ -318,7 +320,7 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
                             explicit.params['enc_0']['kernel'])
   # So is --init_from=WORKDIR:STEP.
   warm = run.replace(init_from=f'{tmp_path}:{2 * epoch}')
-  states, info = checkpoints.warm_start(_random_states(warm, 0), warm)
+  states, info = warm_start.warm_start(_random_states(warm, 0), warm)
   assert info['checkpoint'] == f'{tmp_path}/best/checkpoints/{2 * epoch}'
   _assert_trees_equal(states['g'].params, seen[2 * epoch])
   latest = enhance.restore_generator(str(tmp_path), prefer_best=False)

@@ -11,7 +11,7 @@ import jax
 
 from segan_jax import input_pipeline
 from segan_jax import losses
-from segan_jax import train_state
+from segan_jax import optimizers
 from segan_jax.config import Config
 from segan_jax.systems import common
 from segan_jax.systems import segan
@@ -40,7 +40,7 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
                   train_windows: input_pipeline.WindowedPairs | None = None):
   """``{'g'}``: G's train state."""
   del train_windows  # nothing drawn from the data
-  tx = train_state.make_optimizer(config, total_steps)
+  tx = optimizers.make_optimizer(config, total_steps)
   g_rng, _ = jax.random.split(rng)  # G gets the key SEGAN's G gets
   module = generator(config)
   params = segan.init_generator(config, g_rng, module, None)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from segan_jax import input_pipeline
 from segan_jax import losses
 from segan_jax import models
-from segan_jax import train_state
+from segan_jax import optimizers
 from segan_jax.config import Config
 from segan_jax.systems import common
 
@@ -51,7 +51,7 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
                   train_windows: input_pipeline.WindowedPairs | None = None):
   """``{'g', 'd'}`` train states."""
   del train_windows  # nothing drawn from the data
-  tx = train_state.make_optimizer(config, total_steps)
+  tx = optimizers.make_optimizer(config, total_steps)
   g_rng, d_rng = jax.random.split(rng)
   g_module, d_module = generator(config), discriminator(config)
   g_params = common.init_params(g_module, g_rng,

@@ -14,7 +14,7 @@ import numpy as np
 from segan_jax import input_pipeline
 from segan_jax import losses
 from segan_jax import models
-from segan_jax import train_state
+from segan_jax import optimizers
 from segan_jax.config import Config
 from segan_jax.systems import common
 
@@ -80,7 +80,7 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
   The reference is drawn from ``train_windows`` (zeros of its shape without
   them, e.g. as a template to restore a checkpoint into).
   """
-  tx = train_state.make_optimizer(config, total_steps)
+  tx = optimizers.make_optimizer(config, total_steps)
   g_rng, d_rng = jax.random.split(rng)
   g_module = generator(config)
   g_params = init_generator(config, g_rng, g_module, latent_shape(config))
@@ -96,12 +96,12 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
   return {
       'g': common.new_state(g_module, g_params, tx),
       'd': common.new_state(d_module, d_params, tx,
-                            train_state.DiscriminatorState,
+                            optimizers.DiscriminatorState,
                             reference=jnp.asarray(reference, jnp.float32)),
   }
 
 
-def train_step(g_state, d_state: train_state.DiscriminatorState,
+def train_step(g_state, d_state: optimizers.DiscriminatorState,
                batch: dict[str, jax.Array], rng: jax.Array, *,
                l1_weight: float, latent_shape: tuple[int, int] | None,
                adversarial_weight: float = 1.0, stft_weight: float = 0.0,

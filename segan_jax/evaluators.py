@@ -1,14 +1,16 @@
-"""What the training loop runs after each checkpoint (on process 0): scores
-on a few validation files for a system that enhances, sample pictures and
-audio for the basic GAN.
+"""What the training loop runs after checkpoints (on process 0): scores on a
+few validation files for a system that enhances, sample pictures and audio
+for the basic GAN.
 
-The caller hands ``make_checkpoint_hook`` to ``train.train_and_evaluate``;
-the loop itself knows nothing of enhancement or metrics.
+The caller hands ``make_evaluators`` to ``train.train_and_evaluate``; the
+loop itself knows nothing of enhancement or metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any, Callable
 
 import numpy as np
 from absl import logging
@@ -24,20 +26,44 @@ from segan_jax import systems
 from segan_jax.config import Config
 
 
-def make_checkpoint_hook(config: Config, workdir: str,
-                         writer: logging_utils.MetricWriter):
-  """What runs after each checkpoint: validation scores or GAN samples."""
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """``run(host_states, step) -> flat metrics``, after every
+  ``every_checkpoints``-th checkpoint of the run and after its last."""
+
+  name: str
+  run: Callable[[dict[str, Any], int], dict[str, float]]
+  every_checkpoints: int = 1
+
+  def due(self, epoch: int, config: Config, *, last: bool) -> bool:
+    """Whether the checkpoint saved at the end of ``epoch`` is scored."""
+    return last or epoch % (self.every_checkpoints *
+                            config.checkpoint_every_epochs) == 0
+
+
+def _of_generator(name: str, hook) -> Evaluator:
+  """An Evaluator of ``hook(g_params, step)``, which sees G only."""
+  return Evaluator(name, lambda states, step: hook(states['g'].params, step))
+
+
+def make_evaluators(config: Config, workdir: str,
+                    writer: logging_utils.MetricWriter) -> list[Evaluator]:
+  """The run's evaluators: validation scores, or GAN samples."""
   if not systems.of(config).ENHANCES:
     if config.keep_best:
       raise ValueError(f'--keep_best={config.keep_best}: the {config.model} '
                        'model generates rather than enhances, so it has no '
                        'validation scores')
-    return plots.gan_sampler(config, workdir, writer)
+    return [_of_generator('samples', plots.gan_sampler(config, workdir,
+                                                       writer))]
   validator = make_validator(config, workdir, writer)
-  if validator is None and config.keep_best:
-    raise ValueError(f'--keep_best={config.keep_best}: {config.dataset} has '
-                     'no validation or test split to score checkpoints on')
-  return validator
+  if validator is None:
+    if config.keep_best:
+      raise ValueError(f'--keep_best={config.keep_best}: {config.dataset} '
+                       'has no validation or test split to score checkpoints '
+                       'on')
+    return []
+  return [_of_generator('validation', validator)]
 
 
 # Validation examples shown as audio and spectrograms at each checkpoint.

@@ -35,7 +35,7 @@ CACHE=$(mktemp -d)
 status=0
 bench() {  # NAME, bench flags...
   local name=$1; shift
-  timeout "$LIMIT_S" "$PYTHON" -m segan_jax.bench --device="$DEVICE" \
+  timeout "$LIMIT_S" "$PYTHON" -m benchmarks.throughput --device="$DEVICE" \
     --model_size="$MODEL_SIZE" --compilation_cache_dir="$CACHE" \
     --json "$@" "${EXTRA[@]}" > "$OUT/$name.log" 2>&1
   local rc=$?

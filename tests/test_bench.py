@@ -1,4 +1,5 @@
-"""segan_jax.bench runs end to end on the tiny model (no timing assertions)."""
+"""benchmarks.throughput runs end to end on the tiny model (no timing
+assertions); benchmarks.gpu's peaks and MFU; benchmarks.torch_reference."""
 
 import json
 import math
@@ -11,17 +12,18 @@ import numpy as np
 import pytest
 from absl import flags
 
+from benchmarks import gpu
+from benchmarks import throughput
 from segan_jax import systems
-from segan_jax import bench
 from segan_jax.config import Config
 
 
 def test_bench_tiny_json(capsys):
   flag_values = flags.FlagValues()
-  bench.define_flags(flag_values)
+  throughput.define_flags(flag_values)
   flag_values(['bench', '--model_size=tiny', '--steps=1', '--warmup=1',
                '--skip_torch', '--json'])
-  bench.main(['bench'], flag_values)
+  throughput.main(['bench'], flag_values)
   out = capsys.readouterr().out.strip().splitlines()
   result = json.loads(out[-1])
   for key in ('jax_inference_examples_per_s', 'jax_train_examples_per_s',
@@ -57,7 +59,7 @@ def test_bench_tiny_json(capsys):
 
 
 def test_flop_count_of_paper_generator():
-  flops = bench.count_flops(Config(model_size='paper'), batch_size=8)
+  flops = throughput.count_flops(Config(model_size='paper'), batch_size=8)
   assert flops['g_forward'] == pytest.approx(4.315e9, rel=1e-3)
   assert flops['train_step'] > 3 * flops['g_forward']
 
@@ -65,7 +67,7 @@ def test_flop_count_of_paper_generator():
 def test_torch_reference_generator_matches_jax():
   torch = pytest.importorskip('torch')
   import jax  # pylint: disable=g-import-not-at-top
-  from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   config = Config(model_size='tiny')
   g, d = torch_reference.make_models(config)
   rng = np.random.default_rng(0)
@@ -104,21 +106,22 @@ def test_torch_reference_generator_matches_jax():
 def test_measure_order(order, expected):
   calls = []
   workloads = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}
-  first, times = bench._measure(workloads, warmup=1, steps=2, order=order)
+  first, times = throughput._measure(workloads, warmup=1, steps=2,
+                                     order=order)
   # first call + warm-up + 2 timed repeats per workload.
   assert calls == expected
   assert set(first) == {'a', 'b'}
   assert [len(t) for t in times.values()] == [2, 2]
   with pytest.raises(ValueError, match='order'):
-    bench._measure(workloads, 1, 1, order='random')
+    throughput._measure(workloads, 1, 1, order='random')
 
 
 def test_run_rejects_a_bad_order_before_building_anything(monkeypatch):
   def must_not_run(*args, **kwargs):
     raise AssertionError('built models before checking the order')
-  monkeypatch.setattr(bench, '_data', must_not_run)
+  monkeypatch.setattr(throughput, '_data', must_not_run)
   with pytest.raises(ValueError, match='order must be one of'):
-    bench.run(model_size='tiny', order='random', log=lambda _: None)
+    throughput.run(model_size='tiny', order='random', log=lambda _: None)
 
 
 @pytest.mark.parametrize('requested,jax_platform,torch_cuda,expected', [
@@ -133,7 +136,8 @@ def test_run_rejects_a_bad_order_before_building_anything(monkeypatch):
     ('gpu', 'gpu', None, 'gpu'),
 ])
 def test_resolve_device(requested, jax_platform, torch_cuda, expected):
-  assert bench.resolve_device(requested, jax_platform, torch_cuda) == expected
+  assert throughput.resolve_device(requested, jax_platform,
+                                   torch_cuda) == expected
 
 
 @pytest.mark.parametrize('jax_platform,torch_cuda,message', [
@@ -142,19 +146,19 @@ def test_resolve_device(requested, jax_platform, torch_cuda, expected):
     ('gpu', False, 'PyTorch build has no CUDA'),
 ])
 def test_resolve_device_gpu_missing(jax_platform, torch_cuda, message):
-  with pytest.raises(bench.DeviceError, match=message):
-    bench.resolve_device('gpu', jax_platform, torch_cuda)
+  with pytest.raises(throughput.DeviceError, match=message):
+    throughput.resolve_device('gpu', jax_platform, torch_cuda)
   with pytest.raises(ValueError, match='device must be one of'):
-    bench.resolve_device('cuda', jax_platform, torch_cuda)
+    throughput.resolve_device('cuda', jax_platform, torch_cuda)
 
 
 def test_auto_device_here():
   import jax  # pylint: disable=g-import-not-at-top
   if jax.devices()[0].platform == 'gpu':
     pytest.skip('this machine has a GPU')
-  torch_cuda = bench._torch_cuda(bench._import_torch())
-  assert bench.resolve_device('auto', jax.devices()[0].platform,
-                              torch_cuda) == 'cpu'
+  torch_cuda = throughput._torch_cuda(throughput._import_torch())
+  assert throughput.resolve_device('auto', jax.devices()[0].platform,
+                                   torch_cuda) == 'cpu'
 
 
 def test_device_gpu_without_a_gpu_is_a_one_line_error(monkeypatch):
@@ -163,23 +167,23 @@ def test_device_gpu_without_a_gpu_is_a_one_line_error(monkeypatch):
     pytest.skip('this machine has a GPU')
   def must_not_run(*args, **kwargs):
     raise AssertionError('built models before checking the device')
-  monkeypatch.setattr(bench, '_data', must_not_run)
+  monkeypatch.setattr(throughput, '_data', must_not_run)
   flag_values = flags.FlagValues()
-  bench.define_flags(flag_values)
+  throughput.define_flags(flag_values)
   flag_values(['bench', '--model_size=tiny', '--device=gpu'])
   with pytest.raises(SystemExit) as exit_info:
-    bench.main(['bench'], flag_values)
+    throughput.main(['bench'], flag_values)
   message = str(exit_info.value.code)
-  assert message.startswith('segan_jax.bench: --device=gpu: ')
+  assert message.startswith('benchmarks.throughput: --device=gpu: ')
   assert '\n' not in message and 'GPU' in message
 
 
 def test_mfu_arithmetic():
   # 494.5 TFLOP in one second on a 989 TFLOP/s chip: half its peak.
-  assert bench.mfu(494.5e12, 1.0, 989.0) == pytest.approx(0.5)
-  assert bench.mfu(3e12, 2.0, 6.0) == pytest.approx(0.25)
-  assert bench.mfu(1e12, 1.0, None) is None
-  assert bench.mfu(None, 1.0, 989.0) is None
+  assert gpu.mfu(494.5e12, 1.0, 989.0) == pytest.approx(0.5)
+  assert gpu.mfu(3e12, 2.0, 6.0) == pytest.approx(0.25)
+  assert gpu.mfu(1e12, 1.0, None) is None
+  assert gpu.mfu(None, 1.0, 989.0) is None
 
 
 @pytest.mark.parametrize('device_kind,tflops', [
@@ -197,9 +201,9 @@ def test_mfu_arithmetic():
     ('NVIDIA H100 PCIe', None),
 ])
 def test_peak_by_device_kind(device_kind, tflops):
-  assert bench.peak_bf16_tflops(device_kind) == tflops
+  assert gpu.peak_bf16_tflops(device_kind) == tflops
   if tflops is None:
-    assert bench.mfu(1e12, 1.0, bench.peak_bf16_tflops(device_kind)) is None
+    assert gpu.mfu(1e12, 1.0, gpu.peak_bf16_tflops(device_kind)) is None
 
 
 class _FakeCompiled:
@@ -221,7 +225,7 @@ class _FakeCompiled:
     (NotImplementedError('no cost model'), None),
 ])
 def test_xla_flops_shapes(analysis, expected):
-  assert bench.xla_flops(_FakeCompiled(analysis)) == expected
+  assert gpu.xla_flops(_FakeCompiled(analysis)) == expected
 
 
 def test_xla_flop_count_of_tiny_generator():
@@ -232,24 +236,24 @@ def test_xla_flop_count_of_tiny_generator():
   noisy = jnp.zeros((8, config.window))
   z = jnp.zeros((8,) + systems.latent_shape(config))
   variables = g.init(jax.random.key(0), noisy, z)
-  _, (seconds, flops) = bench._aot(jax.jit(g.apply), variables, noisy, z)
+  _, (seconds, flops) = throughput._aot(jax.jit(g.apply), variables, noisy, z)
   assert seconds > 0
-  analytic = bench.count_flops(config, 8)['g_forward'] * 8
+  analytic = throughput.count_flops(config, 8)['g_forward'] * 8
   assert 0.5 < flops / analytic < 3
 
 
 def test_torch_bf16_autocast_train_step():
   torch = pytest.importorskip('torch')
   config = Config(model_size='tiny', batch_size=2)
-  data = bench._data(config, 2)
-  runner = bench._TorchRunner(torch, config, data, 'cpu', 'bfloat16')
+  data = throughput._data(config, 2)
+  runner = throughput._TorchRunner(torch, config, data, 'cpu', 'bfloat16')
   assert runner.autocast_dtype == torch.bfloat16
   losses = runner.step(runner.noisy, runner.clean, runner.z)
   assert all(torch.isfinite(v) and v.dtype == torch.float32
              for v in losses.values())
   # Parameters stay float32 (autocast computes in bfloat16).
   assert all(p.dtype == torch.float32 for p in runner.g.parameters())
-  from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   with torch.inference_mode(), torch_reference.autocast('cpu', torch.bfloat16):
     out = runner.g(runner.noisy, runner.z)
   assert out.dtype == torch.bfloat16
@@ -258,7 +262,8 @@ def test_torch_bf16_autocast_train_step():
 def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
   # experiments/gpu_bench.sh is for minutes on a lent GPU: it must not fail
   # there on a typo, so it runs here on the CPU with a tiny model.
-  script = pathlib.Path(bench.__file__).parents[1] / 'experiments' / 'gpu_bench.sh'
+  script = (pathlib.Path(throughput.__file__).parents[1] / 'experiments' /
+            'gpu_bench.sh')
   env = dict(os.environ, OUT=str(tmp_path), DEVICE='cpu', MODEL_SIZE='tiny',
              PYTHON=sys.executable, LIMIT_S='300',
              BENCH_FLAGS='--skip_train --skip_torch --steps=1 --warmup=0')

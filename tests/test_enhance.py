@@ -107,7 +107,7 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
   steps = checkpoints.Checkpointer(workdir).all_steps()
   restored = enhance.restore_generator(workdir)
   assert restored.step == steps[-1] == result['step']
-  in_memory = enhance.TrainedGenerator(restored.config, result['g_state'].params,
+  in_memory = enhance.TrainedGenerator(restored.config, result['states']['g'].params,
                                 result['step'])
   x = speechlike(16000, 1.5, 1)[:, 0]
   a = enhance.Enhancer(restored).enhance_signal(x)
@@ -222,13 +222,13 @@ def test_evaluate_checkpoint_writes_table_csv_and_json(trained, tmp_path):
 
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_file_length():
-  from segan_jax import bench  # pylint: disable=g-import-not-at-top
+  from benchmarks import enhance_memory  # pylint: disable=g-import-not-at-top
   # 48 kHz stereo: reading the 3-minute file whole would cost 66 MB as
   # float32 (132 MB as soundfile's default float64), on top of its 16 kHz
   # copies; streamed in 20 s blocks it costs what the 30 s file costs.
-  short, long = bench.enhance_memory([0.5, 3.0], model_size='tiny',
-                                     rate=48000, channels=2,
-                                     log=lambda line: None)['enhance_memory']
+  short, long = enhance_memory.enhance_memory(
+      [0.5, 3.0], model_size='tiny', rate=48000, channels=2,
+      log=lambda line: None)['enhance_memory']
   assert long['frames'] == 6 * short['frames']
   # Peaks, not growth over the compiled model: that baseline itself varies
   # by about 20 MB from process to process.

@@ -74,11 +74,9 @@ def test_model_kind_is_chosen_only_in_the_registry():
 
 # Function-level imports of the package that remain, each for a stated
 # reason other than a cycle: the CLI answers --help without loading JAX;
-# the bench imports its optional PyTorch twin only when asked to run it;
 # TFDS is loaded only for file-backed datasets; the package's own
 # `segan_jax.Enhancer` is loaded on first use (for the CLI's --help too).
-ALLOWED_LATE_IMPORTS = {'cli.py', 'bench.py', 'datasets/__init__.py',
-                        '__init__.py'}
+ALLOWED_LATE_IMPORTS = {'cli.py', 'datasets/__init__.py', '__init__.py'}
 
 
 def test_no_module_hides_an_import_of_the_package_in_a_function():

@@ -32,12 +32,10 @@ Why these choices, per backend:
   form's gradient ('phases'); and its stride-1 conv runs the Karatsuba
   halves at the full conv's rate, so fewer multiplies are less time.
 - GPU and TPU: XLA's convolutions (cuDNN on GPU) are fast on every shape,
-  and the CPU forms cost there. On an H200 the CPU-tuned forms gave a
-  22.4 ms train step but about 100 s of compilation; lax's convolutions
-  everywhere a 91.6 ms train step and 24-33 s of compilation. The slow part
-  of the latter is XLA's gradient of the strided convs, so these backends
-  take XLA's conv forward ('xla', 'xla_phase_grad') and, for strided convs,
-  the phase form's gradient. Not yet measured layer by layer on a GPU.
+  while the CPU forms' many small ops cost compilation time there. What is
+  slow in lax's convolutions is XLA's gradient of the strided convs, so
+  these backends take XLA's conv forward ('xla', 'xla_phase_grad') and, for
+  strided convs, the phase form's gradient.
 - Any other backend: as GPU and TPU (lax's conv is the portable choice).
 
 Measured figures behind the constants: BENCHMARKS.md, "Why each conv form
@@ -65,8 +63,9 @@ class ConvPolicy:
 
   ``backend``: 'cpu' (the tuned forms), 'gpu', 'tpu'; None reads
   ``jax.default_backend()`` when a conv is traced. ``xla_only``: lax's
-  convolution everywhere, forward and gradient (``bench --layers_impl=xla``,
-  the implementation before issue 6). The other fields tune the CPU forms.
+  convolution everywhere, forward and gradient (``python -m
+  benchmarks.throughput --layers_impl=xla``, the reference the other
+  forms are checked and timed against). The other fields tune the CPU forms.
   """
 
   backend: str | None = None

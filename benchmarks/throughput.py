@@ -1,9 +1,9 @@
 r"""Throughput of SEGAN inference and training, JAX vs the PyTorch twin.
 
-  python -m segan_jax.bench --model_size=paper --batch_size=8 --json
+  python -m benchmarks.throughput --model_size=paper --batch_size=8 --json
 
 Builds the real JAX train step (segan_jax.train.make_train_step, compiled by
-parallel.make_strategy('none', ...)) and segan_jax.torch_reference's identical
+parallel.make_strategy('none', ...)) and benchmarks.torch_reference's identical
 networks, then measures, after compilation / warm-up:
   (a) G inference: examples/s and real-time factor (compute seconds per
       second of 16 kHz audio);
@@ -20,7 +20,7 @@ repeat, which on 2-core VMs measures mostly how much each one slows the
 other down (BENCHMARKS.md). Every figure is a median over --steps repeats.
 With --json the last line printed is one JSON object.
 
-  python -m segan_jax.bench --device=gpu --batch_size=400 --json
+  python -m benchmarks.throughput --device=gpu --batch_size=400 --json
 
 --device=gpu runs both frameworks on the GPU (PyTorch on CUDA, synchronised
 around each timed call; --device=auto, the default, takes the GPU when both
@@ -30,31 +30,20 @@ TF32) and in bfloat16 (JAX: Config.dtype, PyTorch: torch.autocast; --bf16 /
 apart (jit(...).lower(...).compile(); the workloads then run that
 executable, so a first step is a step alone). MFU divides XLA's FLOP count
 of the compiled step (cost_analysis) by the step time and the device's dense
-bfloat16 peak (PEAK_BF16_TFLOPS, or --peak_tflops). bfloat16's JSON keys are
-float32's with the suffix _bf16. BENCHMARKS.md, "On a GPU".
+bfloat16 peak (benchmarks.gpu.PEAK_BF16_TFLOPS, or --peak_tflops). bfloat16's
+JSON keys are float32's with the suffix _bf16. BENCHMARKS.md, "On a GPU".
 
-  python -m segan_jax.bench --enhance_memory --model_size=demo --json
+  python -m benchmarks.throughput --enhance_memory --model_size=demo --json
 
-instead shows that enhancing a file takes memory that does not grow with its
-length: for each of --enhance_minutes (default 1, 4, 16; add 60 for an hour,
-which needs about 700 MB of disk for the 48 kHz stereo file) a synthetic
---enhance_rate / --enhance_channels 16-bit WAV is written to a temporary
-folder and enhanced by a fresh child process (random G weights of
---model_size: memory does not depend on their values), which reports its
-peak resident set (VmHWM) after compiling on a 2 s file and after the long
-one. The growth between the two is the memory the file's length costs.
+instead measures the peak memory of enhancing long files
+(benchmarks.enhance_memory, flags --enhance_*).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -64,17 +53,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import enhance_memory
+from benchmarks import gpu
+from benchmarks import machine
 from segan_jax import audio
-from segan_jax import enhance
+from segan_jax import models
 from segan_jax import parallel
 from segan_jax import runtime
-from segan_jax import train
 from segan_jax import systems
+from segan_jax import train
 from segan_jax.config import Config
 from segan_jax.config import MODEL_SIZES
-from segan_jax import models
-from segan_jax.ops import conv
 from segan_jax.models.generator import decoder_features
+from segan_jax.ops import conv
 
 TORCH_INSTALL = 'pip install torch==2.13.0'
 ORDERS = ('alternate', 'blocked')
@@ -85,26 +76,10 @@ DTYPE_SUFFIX = {'float32': '', 'bfloat16': '_bf16'}
 # What `*_compile_s` measures for JAX (said in the JSON).
 JAX_COMPILE_MEASURES = ('jit(...).lower(...).compile(): tracing, lowering and '
                         'XLA compilation, before the first call')
-# Vendor dense (no sparsity) bfloat16 peaks per chip, TFLOP/s, from the
-# makers' datasheets, by jax.devices()[0].device_kind: the first pattern that
-# matches wins. None: a variant whose peak differs from its family's and is
-# not in this table (MFU is omitted; --peak_tflops gives one).
-PEAK_BF16_TFLOPS = (
-    (r'H100 (PCIe|NVL)|H200 NVL', None),
-    (r'\bH100\b|\bH200\b', 989.0),  # SXM
-    (r'\bA100\b', 312.0),
-    (r'\bL4\b', 121.0),
-    (r'TPU v4 lite', None),
-    (r'TPU v4\b', 275.0),
-    (r'TPU v5 ?lite|TPU v5e', 197.0),
-    (r'TPU v5p?$', 459.0),
-    (r'TPU v6 ?lite|TPU v6e', 918.0),
-)
 # --layers_impl: 'auto', the default policy (per backend and layer shape);
 # 'xla', lax's convolutions everywhere.
 CONV_POLICIES = {'auto': conv.ConvPolicy(),
                  'xla': conv.ConvPolicy(xla_only=True)}
-
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -143,7 +118,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       '--device=gpu, off on the CPU.', **kw)
   flags.DEFINE_float(
       'peak_tflops', None, 'Dense bfloat16 peak of the device, TFLOP/s, for '
-      'MFU (default: looked up by device kind in PEAK_BF16_TFLOPS; MFU is '
+      'MFU (default: looked up by device kind in '
+      'benchmarks.gpu.PEAK_BF16_TFLOPS; MFU is '
       'omitted for a device not there).', **kw)
   flags.DEFINE_string(
       'compilation_cache_dir', None,
@@ -213,40 +189,6 @@ def count_flops(config: Config, batch_size: int = 1) -> dict[str, float]:
   return {'g_forward': float(g), 'd_forward': float(d),
           'train_step': float(train_step)}
 
-
-def xla_flops(compiled) -> float | None:
-  """XLA's own FLOP count of a compiled computation, or None.
-
-  ``Compiled.cost_analysis()`` is a dict in jax 0.10 and was a list of one
-  dict per computation before; some backends do not implement it.
-  """
-  try:
-    analysis = compiled.cost_analysis()
-  except (NotImplementedError, RuntimeError):
-    return None
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get('flops')
-  return float(flops) if flops and flops > 0 else None
-
-
-def peak_bf16_tflops(device_kind: str) -> float | None:
-  """The dense bfloat16 peak of ``device_kind`` (PEAK_BF16_TFLOPS), or None."""
-  for pattern, tflops in PEAK_BF16_TFLOPS:
-    if re.search(pattern, device_kind.strip(), re.IGNORECASE):
-      return tflops
-  return None
-
-
-def mfu(flops: float | None, seconds: float, peak_tflops: float | None
-        ) -> float | None:
-  """Model FLOPs utilisation: achieved FLOP/s over the peak (a fraction), or
-  None when the FLOPs or the peak are unknown."""
-  if flops is None or peak_tflops is None or seconds <= 0:
-    return None
-  return flops / seconds / (peak_tflops * 1e12)
-
-
 # ------------------------------------------------------------------ devices
 class DeviceError(ValueError):
   """--device asks for a device a framework does not have."""
@@ -286,28 +228,6 @@ def _seconds(fn: Callable[[], Any]) -> float:
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _versions(torch_module=None) -> dict[str, str]:
-  import flax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  out = {'python': platform.python_version(), 'jax': jax.__version__,
-         'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
-         'numpy': np.__version__}
-  if torch_module is not None:
-    out['torch'] = torch_module.__version__
-  return out
 
 
 class _JaxRunner:
@@ -366,11 +286,11 @@ def _aot(jitted, *args) -> tuple[Any, tuple[float, float | None]]:
   """(executable, (seconds of lower + compile, XLA's FLOP count))."""
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
-  return compiled, (time.perf_counter() - start, xla_flops(compiled))
+  return compiled, (time.perf_counter() - start, gpu.xla_flops(compiled))
 
 
 class _TorchRunner:
-  """The same two workloads on segan_jax.torch_reference.
+  """The same two workloads on benchmarks.torch_reference.
 
   ``device``: 'cpu' or 'cuda'; ``dtype``: 'float32' or 'bfloat16' (the
   forward passes under torch.autocast, parameters float32, as Config.dtype
@@ -379,7 +299,8 @@ class _TorchRunner:
 
   def __init__(self, torch, config: Config, data: dict[str, np.ndarray],
                device: str = 'cpu', dtype: str = 'float32'):
-    from segan_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    # Imports torch: only when PyTorch is measured (it is optional).
+    from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
     self.torch = torch
     self.reference_module = torch_reference
     self.device = device
@@ -413,6 +334,8 @@ class _TorchRunner:
 
 
 def _import_torch():
+  # Here, not at module import: PyTorch is optional (`pip install -e
+  # '.[bench]'`); without it the bench measures JAX alone.
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -512,7 +435,7 @@ def _run(model_size: str, batch_size: int, steps: int, warmup: int,
   if torch is not None:
     torch.set_num_threads(os.cpu_count() or 1)
   device_kind = jax.devices()[0].device_kind
-  peak = peak_tflops if peak_tflops is not None else peak_bf16_tflops(
+  peak = peak_tflops if peak_tflops is not None else gpu.peak_bf16_tflops(
       device_kind)
 
   result: dict[str, Any] = {
@@ -521,9 +444,9 @@ def _run(model_size: str, batch_size: int, steps: int, warmup: int,
       'layers_impl': layers_impl,
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       'vbn_reference_size': config.vbn_reference_size,
-      'cpu_model': _cpu_model(), 'cpu_count': os.cpu_count(),
+      'cpu_model': machine.cpu_model(), 'cpu_count': os.cpu_count(),
       'jax_backend': jax.default_backend(),
-      'versions': _versions(torch),
+      'versions': machine.versions(torch),
       'torch_threads': torch.get_num_threads() if torch is not None else None,
       'g_forward_gflop_per_example': flops['g_forward'] / 1e9,
       'd_forward_gflop_per_example': flops['d_forward'] / 1e9,
@@ -633,7 +556,7 @@ def _measure_dtype(config: Config, data: dict[str, np.ndarray],
       result[key('_step_s_all')] = seconds
       result[key('_examples_per_s')] = batch_size / median
       result[key('_gflops')] = analytic / median / 1e9
-      result[key('_mfu')] = mfu(step_flops, median, peak)
+      result[key('_mfu')] = gpu.mfu(step_flops, median, peak)
       if group == 'inference':
         result[key('_rtf')] = median / audio_seconds
       log(f'{name + sfx:16s} {batch_size / median:8.2f} ex/s  '
@@ -654,86 +577,6 @@ def _measure_dtype(config: Config, data: dict[str, np.ndarray],
     torch.cuda.empty_cache()
 
 
-# ------------------------------------------------------ enhancement memory
-def write_long_file(path: str, minutes: float, rate: int, channels: int
-                    ) -> int:
-  """Speech-like 16-bit WAV of ``minutes``, written in blocks (the writer's
-  memory stays small too); returns its frames."""
-  import soundfile  # pylint: disable=g-import-not-at-top
-  frames = int(round(minutes * 60 * rate))
-  rng = np.random.default_rng(0)
-  block = 10 * rate
-  with soundfile.SoundFile(path, 'w', samplerate=rate, channels=channels,
-                           subtype='PCM_16') as f:
-    for start in range(0, frames, block):
-      t = np.arange(start, min(start + block, frames)) / rate
-      x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
-      x = x[:, None] / 2 + 0.02 * rng.standard_normal((t.size, channels))
-      f.write(x.astype(np.float32))
-  return frames
-
-
-def _peak_rss_mb() -> float:
-  """This process's peak resident set so far (VmHWM), MB."""
-  with open('/proc/self/status') as f:
-    for line in f:
-      if line.startswith('VmHWM:'):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError('no VmHWM in /proc/self/status')
-
-
-def _enhance_memory_child(path: str, model_size: str) -> None:
-  """Runs in a fresh process: compile on a short file, then the long one."""
-  import soundfile  # pylint: disable=g-import-not-at-top
-  config = Config(model_size=model_size, parallelism='none')
-  model = systems.generator(config)
-  z = jnp.zeros((1,) + systems.latent_shape(config))
-  params = jax.jit(model.init)(jax.random.key(0),
-                               jnp.zeros((1, config.window)), z)['params']
-  enhancer = enhance.Enhancer(enhance.TrainedGenerator(config, params, 0))
-  info = soundfile.info(path)
-  with tempfile.TemporaryDirectory() as scratch:
-    warm = os.path.join(scratch, 'warm.wav')
-    write_long_file(warm, 2 / 60, info.samplerate, info.channels)
-    enhance.enhance_file(enhancer, warm, os.path.join(scratch, 'warm_out.wav'))
-    baseline = _peak_rss_mb()
-    start = time.perf_counter()
-    enhance.enhance_file(enhancer, path, os.path.join(scratch, 'out.wav'))
-    seconds = time.perf_counter() - start
-  print(json.dumps({'baseline_mb': baseline, 'peak_mb': _peak_rss_mb(),
-                    'enhance_s': seconds}), flush=True)
-
-
-def enhance_memory(minutes: Sequence[float], model_size: str = 'demo',
-                   rate: int = 48000, channels: int = 2,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Peak RSS of enhancing files of each length, one child process each."""
-  rows = []
-  for length in minutes:
-    with tempfile.TemporaryDirectory(prefix='segan_enhance_memory_') as tmp:
-      path = os.path.join(tmp, 'long.wav')
-      frames = write_long_file(path, float(length), rate, channels)
-      code = ('import sys; from segan_jax import bench; '
-              'bench._enhance_memory_child(sys.argv[1], sys.argv[2])')
-      result = subprocess.run([sys.executable, '-c', code, path, model_size],
-                              capture_output=True, text=True, check=False)
-      if result.returncode != 0:
-        raise RuntimeError(f'enhance memory child failed for {length} min: '
-                           f'{result.stderr[-2000:]}')
-      row = json.loads(result.stdout.strip().splitlines()[-1])
-    row.update(minutes=float(length), frames=frames,
-               file_mb=frames * channels * 2 / 2**20,
-               growth_mb=row['peak_mb'] - row['baseline_mb'])
-    rows.append(row)
-    log(f'{float(length):6.1f} min ({row["file_mb"]:7.1f} MB of 16-bit '
-        f'audio): peak RSS {row["peak_mb"]:7.1f} MB, {row["growth_mb"]:+6.1f} '
-        f'MB over the compiled model ({row["baseline_mb"]:.1f} MB), '
-        f'{row["enhance_s"]:.1f} s')
-  return {'model_size': model_size, 'rate': rate, 'channels': channels,
-          'enhance_memory': rows,
-          'cpu_model': _cpu_model(), 'versions': _versions()}
-
-
 def _fmt(x: float | None) -> str:
   return 'n/a' if x is None else f'{x:.2f}x'
 
@@ -750,9 +593,9 @@ def main(argv: Sequence[str],
   if fv.compilation_cache_dir is not None:
     runtime.enable_compilation_cache(fv.compilation_cache_dir)
   if fv.enhance_memory:
-    result = enhance_memory([float(m) for m in fv.enhance_minutes],
-                            model_size=fv.model_size, rate=fv.enhance_rate,
-                            channels=fv.enhance_channels)
+    result = enhance_memory.enhance_memory(
+        [float(m) for m in fv.enhance_minutes], model_size=fv.model_size,
+        rate=fv.enhance_rate, channels=fv.enhance_channels)
     if fv.json:
       print(json.dumps(result, default=_json_default), flush=True)
     return
@@ -764,7 +607,7 @@ def main(argv: Sequence[str],
                  peak_tflops=fv.peak_tflops)
   except DeviceError as e:
     # A missing device is a setup matter: one line, no traceback.
-    raise SystemExit(f'segan_jax.bench: {e}') from None
+    raise SystemExit(f'benchmarks.throughput: {e}') from None
   if fv.json:
     print(json.dumps(result, default=_json_default), flush=True)
 

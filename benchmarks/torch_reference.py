@@ -6,7 +6,7 @@ reference batch + LeakyReLU 0.3 + 1x1 conv + linear), losses (LSGAN + 100 L1)
 and optimiser (RMSprop, decay 0.9) as the JAX code, in PyTorch's NCW layout.
 ``load_flax_params`` copies Flax parameters in, so both compute the same
 numbers (see tests/test_bench.py). torch is imported here at module import:
-import this module lazily (``segan_jax.bench`` does).
+import this module lazily (``benchmarks.throughput`` does).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import soundfile
 import soxr
+import tqdm
 from absl import logging
 from scipy import signal
 
@@ -477,10 +478,9 @@ def enhance_paths(enhancer: WindowEnhancer, input_path: str, output_path: str,
   output is left for a skipped file. Problems with the paths themselves
   (missing input, output = input) always raise.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   plan = plan_outputs(input_path, output_path)
   done, seconds = [], 0.0
-  with tqdm(plan, unit='file', disable=not sys.stderr.isatty()) as bar:
+  with tqdm.tqdm(plan, unit='file', disable=not sys.stderr.isatty()) as bar:
     for src, dst in bar:
       try:
         seconds += enhance_file(enhancer, src, dst)

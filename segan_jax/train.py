@@ -100,18 +100,12 @@ def train_and_evaluate(config: Config, workdir: str,
     schedule = input_pipeline.BatchSchedule(len(data), config.batch_size,
                                             config.seed)
     total_steps = schedule.steps_per_epoch * config.num_epochs
-    init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-    states = systems.create_states(config, init_rng, total_steps, data)
-    states, train_rng, start_step = _restore_or_warm_start(
-        config, checkpointer, states, train_rng, resuming)
+    states, train_rng, start_step = _initial_states(
+        config, checkpointer, data, total_steps, resuming)
     logging.info('%s: %d training windows, %d steps per epoch of %d, '
                  'parallelism=%s on %d device(s).', config.model, len(data),
                  schedule.steps_per_epoch, config.batch_size, strategy.name,
                  strategy.num_devices)
-    if start_step >= total_steps:
-      logging.info('Already trained for %d epochs (step %d); raise '
-                   '--num_epochs to train further.', config.num_epochs,
-                   start_step)
     step_fn = strategy.compile(make_train_step(config))
     learning_rate = optimizers.learning_rate_schedule(config, total_steps)
     states = strategy.put_state(states)
@@ -164,8 +158,7 @@ def train_and_evaluate(config: Config, workdir: str,
         if config.nan_policy == 'skip_step':
           host_metrics['skipped'] = float(skipped)
         last_logged, window_start = done, time.perf_counter()
-        history.append({'step': done, **host_metrics})
-        writer.write(done, host_metrics)
+        _log(history, writer, done, host_metrics)
         _show_progress(progress, host_metrics, done, schedule.steps_per_epoch)
       if save_now or preempted:
         host_states = strategy.get_state(states)
@@ -174,13 +167,9 @@ def train_and_evaluate(config: Config, workdir: str,
                      done / schedule.steps_per_epoch, checkpointer.directory,
                      done)
       if save_now:
-        scores = {}
-        for evaluator in evaluators:
-          if evaluator.due(epoch, config, last=done == total_steps):
-            scores.update(evaluator.run(host_states, done))
-        if scores:
-          history.append({'step': done, **scores})
-          writer.write(done, scores)
+        scores = _evaluate(evaluators, host_states, done, epoch, config,
+                           last=done == total_steps)
+        _log(history, writer, done, scores)
         keeper.update(done, scores, checkpointer)
       if preempted:
         logging.warning('Preempted: stopped at step %d after saving its '
@@ -193,12 +182,13 @@ def train_and_evaluate(config: Config, workdir: str,
           'preempted': preempted, 'best': keeper.final()}
 
 
-def _restore_or_warm_start(config: Config,
-                           checkpointer: checkpoints.Checkpointer,
-                           states: dict[str, Any], train_rng: jax.Array,
-                           resuming: bool):
-  """The run's own latest checkpoint, else --init_from's parameters, else
-  ``states`` as they are; returns ``(states, train_rng, start_step)``."""
+def _initial_states(config: Config, checkpointer: checkpoints.Checkpointer,
+                    data, total_steps: int, resuming: bool):
+  """The run's own latest checkpoint, else fresh states with --init_from's
+  parameters, else fresh states; returns ``(states, train_rng, start_step)``
+  on the host."""
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  states = systems.create_states(config, init_rng, total_steps, data)
   if resuming:
     states, train_rng, meta = checkpointer.restore_latest_readable(
         jax.device_get(states), train_rng, config)
@@ -206,12 +196,33 @@ def _restore_or_warm_start(config: Config,
                  meta['step'], meta['epoch'],
                  f'; --init_from={config.init_from} is ignored'
                  if config.init_from else '')
+    if meta['step'] >= total_steps:
+      logging.info('Already trained for %d epochs (step %d); raise '
+                   '--num_epochs to train further.', config.num_epochs,
+                   meta['step'])
     return states, train_rng, int(meta['step'])
   if config.init_from:
     # Parameters only: optimizer states, step, key, data order and D's VBN
     # reference stay this run's own.
     states, _ = warm_start.warm_start(jax.device_get(states), config)
   return states, train_rng, 0
+
+
+def _evaluate(evaluators, host_states: dict[str, Any], step: int, epoch: int,
+              config: Config, *, last: bool) -> dict[str, float]:
+  """The flat metrics of the evaluators due at this checkpoint."""
+  scores = {}
+  for evaluator in evaluators:
+    if evaluator.due(epoch, config, last=last):
+      scores.update(evaluator.run(host_states, step))
+  return scores
+
+
+def _log(history: list, writer: logging_utils.MetricWriter, step: int,
+         metrics: dict[str, float]) -> None:
+  if metrics:
+    history.append({'step': step, **metrics})
+    writer.write(step, metrics)
 
 
 def _show_progress(progress, host_metrics: dict[str, float], done: int,

@@ -171,10 +171,11 @@ def _vbd(name):
 
 
 # What the shipped bundle must keep doing (MODEL_CARD.md has its figures).
-# On vbd_val (an unseen voice in babble and cafeteria noise) v0.1 beats the
-# noisy input on PESQ only: issue 24's aim of every measure there is not met.
+# On vbd_val (an unseen voice in babble and cafeteria noise) v0.2 beats the
+# noisy input on PESQ, CBAK and SSNR, not on CSIG and COVL: issue 24's aim of
+# every measure there is not met.
 MUST_BEAT_NOISY = {'vbd_test': ('pesq', 'csig', 'cbak', 'covl', 'ssnr'),
-                   'vbd_val': ('pesq',)}
+                   'vbd_val': ('pesq', 'cbak', 'ssnr')}
 
 
 @pytest.mark.slow

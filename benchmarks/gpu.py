@@ -42,6 +42,20 @@ def xla_flops(compiled) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
+def step_flops(counted: float | None, analytic: float) -> tuple[float, str]:
+  """The FLOPs per step that MFU is computed from, and their source.
+
+  XLA's count (``counted``, `xla_flops`) where it covers the program;
+  otherwise the count from the layer shapes (``analytic``). XLA's cost
+  analysis does not see into library calls (cuDNN's convolutions on GPU),
+  so a count below half the layers' own is one that missed the convs. On
+  CPU it is lower only by the multiplies the Karatsuba form saves.
+  """
+  if counted is not None and counted >= 0.5 * analytic:
+    return counted, 'xla cost_analysis'
+  return analytic, 'count_flops'
+
+
 def peak_bf16_tflops(device_kind: str) -> float | None:
   """The dense bfloat16 peak of ``device_kind`` (PEAK_BF16_TFLOPS), or None."""
   for pattern, tflops in PEAK_BF16_TFLOPS:

@@ -533,12 +533,11 @@ def _measure_dtype(config: Config, data: dict[str, np.ndarray],
     analytic = (flops['g_forward'] if group == 'inference'
                 else flops['train_step']) * batch_size
     compile_s, counted = compiled[group]
-    # MFU's FLOPs: XLA's count of the JAX program; both frameworks do that
-    # work (the same networks), so PyTorch's MFU uses it too.
-    step_flops = counted if counted is not None else analytic
+    # MFU's FLOPs: those of the JAX program; both frameworks do that work
+    # (the same networks), so PyTorch's MFU uses them too.
+    step_flops, source = gpu.step_flops(counted, analytic)
     result[f'jax_{group}_gflop_per_step{sfx}'] = step_flops / 1e9
-    result[f'jax_{group}_gflop_source{sfx}'] = (
-        'xla cost_analysis' if counted is not None else 'count_flops')
+    result[f'jax_{group}_gflop_source{sfx}'] = source
     for name, seconds in times.items():
       median = statistics.median(seconds)
 

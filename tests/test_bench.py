@@ -186,6 +186,15 @@ def test_mfu_arithmetic():
   assert gpu.mfu(None, 1.0, 989.0) is None
 
 
+def test_step_flops_falls_back_when_xla_misses_the_convs():
+  # On an H200 XLA counted 0.197 GFLOP for a G forward whose layers hold
+  # 276 GFLOP: cuDNN's convolutions are library calls it does not see.
+  assert gpu.step_flops(0.197e9, 276e9) == (276e9, 'count_flops')
+  # On CPU its count is lower only by Karatsuba's saved multiplies: kept.
+  assert gpu.step_flops(23.7e9, 34.5e9) == (23.7e9, 'xla cost_analysis')
+  assert gpu.step_flops(None, 34.5e9) == (34.5e9, 'count_flops')
+
+
 @pytest.mark.parametrize('device_kind,tflops', [
     ('NVIDIA H100 80GB HBM3', 989.0),
     ('NVIDIA H200', 989.0),

@@ -242,3 +242,41 @@ def test_validation_dir_that_is_not_a_pair_folder_is_one_line(tmp_path):
     input_pipeline.load_validation_source(config)
   assert str(tmp_path / 'none') in str(error.value)
   assert '\n' not in str(error.value)
+
+
+def test_gpu_pretrain_script_is_stopped_bundles_and_scores(tmp_path):
+  # experiments/gpu_pretrain.sh is for minutes on a lent GPU: it runs here
+  # on a few files with a tiny model, stopped by its time limit (the SIGTERM
+  # path a GPU run takes), so it cannot fail there on a typo.
+  data = tmp_path / 'data'
+  for split, n in (('vbd_train', 4), ('vbd_val', 1), ('vbd_test', 1)):
+    source = _vbd(split)
+    for kind in ('noisy', 'clean'):
+      (data / split / kind).mkdir(parents=True)
+      for wav in sorted((source / kind).glob('*.wav'))[:n]:
+        (data / split / kind / wav.name).symlink_to(wav)
+  out = tmp_path / 'out'
+  env = dict(os.environ, OUT=str(out), DEVICE_DATA=str(data),
+             PYTHON=sys.executable, TRAIN_S='25', EPOCHS='10000', BATCH='2',
+             DTYPE='float32', VERSION='0.0-test',
+             MODEL_FLAGS='--model_size=tiny --encoder_features= '
+                         '--discriminator_features=')
+  done = subprocess.run(['bash', str(REPO / 'experiments' / 'gpu_pretrain.sh')],
+                        env=env, capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+  assert 'train: exit 124' in done.stdout  # cut short, yet bundled
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert manifest['version'] == '0.0-test' and manifest['step'] > 0
+  assert manifest['config']['num_epochs'] == 10000
+  for name in ('test', 'val'):
+    summary = json.loads((out / f'{name}.json').read_text())
+    assert summary['n_files'] == 1 and np.isfinite(summary['pesq'])
+    assert 'pesq' in summary['noisy']
+  # The bundle it returns loads as any other (its checksum checked).
+  bundle_dir = tmp_path / 'returned' / 'segan_vbd'
+  bundle_dir.mkdir(parents=True)
+  for name in ('params.npz', 'manifest.json'):
+    shutil.copy(out / name, bundle_dir / name)
+  loaded = pretrained.load(str(bundle_dir))
+  assert (loaded.version, loaded.step) == ('0.0-test', manifest['step'])

@@ -1,4 +1,4 @@
-"""On-the-fly augmentation of training windows: speed, remix, gain.
+"""On-the-fly augmentation of training windows: speed, remix, EQ, gain.
 
 Everything here is plain NumPy and a pure function of ``(seed, step,
 position)``, where ``position`` is a window's place in the *global* batch of
@@ -6,7 +6,7 @@ position)``, where ``position`` is a window's place in the *global* batch of
 batches of an uninterrupted one) and makes the result independent of which
 process computes a window (each process reads only its slice of the batch).
 
-The three augmentations, applied in this order:
+The four augmentations, applied in this order:
 
 * speed: the clean speech of a window is resampled by a factor uniform in
   ``speed_range`` (> 1: faster and higher pitched) and the noisy rebuilt as
@@ -17,6 +17,11 @@ The three augmentations, applied in this order:
   uniform in ``remix_gain_db`` dB. VoiceBank-DEMAND mixes additively, so a
   window's noise is exactly ``noisy - clean``; pre-emphasis is a linear
   filter, so that still holds for the pre-emphasised windows used here.
+* eq: noisy and clean go through the same peaking filter (RBJ's biquad, Q
+  1), centred log-uniformly in 100 Hz-6 kHz with a gain uniform in
+  ``+-eq_gain_db``: another microphone, room or voice's spectral tilt, which
+  G should pass on rather than learn as speech. A linear filter, so the
+  window's noise is filtered alike and pre-emphasis commutes with it.
 * gain: noisy and clean scaled together by a gain uniform in
   ``+-gain_db`` dB (last, so it scales the final mixture as a whole).
 
@@ -37,6 +42,9 @@ import math
 from typing import Protocol
 
 import numpy as np
+from scipy import signal
+
+from segan_jax import audio
 
 # Seeds the augmentation's random stream apart from the batch order
 # ([seed, epoch]) and the VBN reference ([seed, 0x7B4]).
@@ -57,9 +65,11 @@ class Augmentation:
   gain_db: float
   speed_prob: float
   speed_range: tuple[float, float]
+  eq_prob: float
+  eq_gain_db: float
 
   def __post_init__(self):
-    for name in ('remix_prob', 'speed_prob'):
+    for name in ('remix_prob', 'speed_prob', 'eq_prob'):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
     for name in ('remix_gain_db', 'speed_range'):
@@ -70,19 +80,22 @@ class Augmentation:
       object.__setattr__(self, name, (low, high))
     if not self.speed_range[0] > 0:
       raise ValueError(f'speed_range must be positive, got {self.speed_range}')
-    if not self.gain_db >= 0:
-      raise ValueError(f'gain_db must be >= 0, got {self.gain_db}')
+    for name in ('gain_db', 'eq_gain_db'):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
 
   @classmethod
   def from_config(cls, config) -> 'Augmentation':
     return cls(remix_prob=config.remix_prob,
                remix_gain_db=tuple(config.remix_gain_db),
                gain_db=config.gain_db, speed_prob=config.speed_prob,
-               speed_range=tuple(config.speed_range))
+               speed_range=tuple(config.speed_range),
+               eq_prob=config.eq_prob, eq_gain_db=config.eq_gain_db)
 
   @property
   def enabled(self) -> bool:
-    return bool(self.remix_prob or self.gain_db or self.speed_prob)
+    return bool(self.remix_prob or self.gain_db or self.speed_prob
+                or (self.eq_prob and self.eq_gain_db))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +106,7 @@ class Draw:
   partner: int | None  # the window whose noise is mixed in
   remix_gain_db: float
   gain_db: float | None
+  eq: tuple[float, float] | None = None  # (centre Hz, gain dB)
 
 
 def draw(augmentation: Augmentation, seed: int, step: int, position: int,
@@ -100,7 +114,9 @@ def draw(augmentation: Augmentation, seed: int, step: int, position: int,
   """The random choices for window ``index`` at ``position`` of ``step``'s
   global batch, out of ``num_windows`` training windows."""
   a = augmentation
-  u = np.random.default_rng([seed, STREAM, step, position]).random(6)
+  # random(9)'s first six numbers are random(6)'s: the EQ's three were
+  # appended without changing the other draws.
+  u = np.random.default_rng([seed, STREAM, step, position]).random(9)
   speed = None
   if u[0] < a.speed_prob:
     speed = a.speed_range[0] + u[1] * (a.speed_range[1] - a.speed_range[0])
@@ -113,7 +129,11 @@ def draw(augmentation: Augmentation, seed: int, step: int, position: int,
   remix_db = a.remix_gain_db[0] + u[4] * (a.remix_gain_db[1] -
                                           a.remix_gain_db[0])
   gain = a.gain_db * (2 * u[5] - 1) if a.gain_db else None
-  return Draw(speed, partner, float(remix_db), gain)
+  eq = None
+  if u[6] < a.eq_prob and a.eq_gain_db:
+    eq = (float(EQ_LOW_HZ * (EQ_HIGH_HZ / EQ_LOW_HZ)**u[7]),
+          float(a.eq_gain_db * (2 * u[8] - 1)))
+  return Draw(speed, partner, float(remix_db), gain, eq)
 
 
 def _db_to_gain(db: float, peak: float) -> float:
@@ -170,6 +190,25 @@ def remix(pair: np.ndarray, noise: np.ndarray, gain_db: float) -> np.ndarray:
   return np.stack([pair[1] + g * noise, pair[1]])
 
 
+# Where the EQ's centre frequency is drawn (log-uniformly), Hz.
+EQ_LOW_HZ, EQ_HIGH_HZ = 100.0, 6000.0
+
+
+def peaking_eq(pair: np.ndarray, centre_hz: float, gain_db: float,
+               q: float = 1.0) -> np.ndarray:
+  """float64 ``[2, T]``: noisy and clean through one peaking biquad (RBJ's
+  audio EQ cookbook) of ``gain_db`` at ``centre_hz``, from rest."""
+  pair = np.asarray(pair, np.float64)
+  amplitude = 10.0**(gain_db / 40)
+  w0 = 2 * math.pi * centre_hz / audio.SAMPLE_RATE
+  alpha = math.sin(w0) / (2 * q)
+  b = np.array([1 + alpha * amplitude, -2 * math.cos(w0),
+                1 - alpha * amplitude])
+  a = np.array([1 + alpha / amplitude, -2 * math.cos(w0),
+                1 - alpha / amplitude])
+  return signal.lfilter(b / a[0], a / a[0], pair, axis=-1)
+
+
 def gain(pair: np.ndarray, gain_db: float) -> np.ndarray:
   """float64: noisy and clean both scaled by 10**(gain_db/20); nothing is
   clipped (the model sees the level), but the result stays finite."""
@@ -205,6 +244,8 @@ def augment_window(data: Windows, index: int, position: int, *, seed: int,
   if choice.partner is not None:
     other = np.asarray(data.read(choice.partner, window), np.float64)
     pair = remix(pair, other[0] - other[1], choice.remix_gain_db)
+  if choice.eq is not None:
+    pair = peaking_eq(pair, *choice.eq)
   if choice.gain_db is not None:
     pair = gain(pair, choice.gain_db)
   return pair.astype(np.float32)

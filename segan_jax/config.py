@@ -174,6 +174,12 @@ class Config:
       'resampled (speed and pitch together) by a factor in --speed_range.')
   speed_range: tuple[float, float] = option(
       (0.9, 1.1), 'Augmentation: LOW,HIGH speed factors.')
+  eq_prob: float = option(
+      0.0, 'Augmentation: probability that a window (noisy and clean alike) '
+      'goes through a peaking EQ centred in 100 Hz-6 kHz, of a gain uniform '
+      'in +-eq_gain_db: other microphones, rooms and voices.')
+  eq_gain_db: float = option(
+      6.0, 'Augmentation: largest boost or cut (dB) of --eq_prob\'s EQ.')
 
   # --- Runs: warm start, checkpoints, validation, devices ---------------------
   init_from: str | None = option(

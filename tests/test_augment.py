@@ -211,7 +211,8 @@ def test_two_processes_compute_the_one_process_batch(data):
 
 def test_draws_of_one_augmentation_ignore_the_others():
   alone = _augmentation(remix_prob=0.5)
-  together = _augmentation(remix_prob=0.5, gain_db=3.0, speed_prob=0.5)
+  together = _augmentation(remix_prob=0.5, gain_db=3.0, speed_prob=0.5,
+                           eq_prob=0.5)
   partners = []
   for position in range(32):
     a = augment.draw(alone, 0, 7, position, 5, 100)
@@ -228,7 +229,11 @@ def test_from_config_and_validation():
   augmentation = augment.Augmentation.from_config(config)
   assert config.augments and augmentation.enabled
   assert augmentation == augment.Augmentation(0.25, (-3.0, 2.0), 4.0, 0.5,
-                                              (0.95, 1.05))
+                                              (0.95, 1.05), 0.0, 6.0)
+  with pytest.raises(ValueError, match='eq_prob'):
+    _augmentation(eq_prob=2.0)
+  with pytest.raises(ValueError, match='eq_gain_db'):
+    _augmentation(eq_gain_db=-1.0)
   with pytest.raises(ValueError, match='gain_db'):
     _augmentation(gain_db=-1)
   with pytest.raises(ValueError, match='speed_range'):
@@ -264,3 +269,41 @@ def test_augmented_training_resumes_bit_identically(tiny_config, tmp_path,
   leaves = jax.tree.leaves(straight['states'])
   for a, b in zip(leaves, jax.tree.leaves(resumed['states']), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_eq_filters_noisy_and_clean_alike_by_its_gain_at_its_centre():
+  t = np.arange(16384) / 16000
+  clean = np.sin(2 * np.pi * 1000 * t)
+  noise = 0.1 * np.sin(2 * np.pi * 3000 * t)
+  pair = np.stack([clean + noise, clean])
+  boosted = augment.peaking_eq(pair, 1000.0, 6.0)
+  # Linear and the same filter on both: the noise is filtered as the noisy.
+  np.testing.assert_allclose(boosted[0] - boosted[1],
+                             augment.peaking_eq(np.stack([noise, noise]),
+                                                1000.0, 6.0)[0], atol=1e-12)
+  # +6 dB at the centre (after the filter's start from rest).
+  steady = slice(4000, None)
+  ratio = np.std(boosted[1, steady]) / np.std(clean[steady])
+  assert 20 * np.log10(ratio) == pytest.approx(6.0, abs=0.05)
+  # Zero gain passes the signal on; a cut of the same size undoes the boost.
+  np.testing.assert_allclose(augment.peaking_eq(pair, 1000.0, 0.0), pair,
+                             atol=1e-12)
+  undone = augment.peaking_eq(boosted, 1000.0, -6.0)
+  np.testing.assert_allclose(undone, pair, atol=1e-9)
+
+
+def test_eq_draws_centres_and_gains_within_their_ranges(data):
+  augmentation = _augmentation(eq_prob=1.0, eq_gain_db=4.0)
+  draws = [augment.draw(augmentation, 0, 3, p, 0, 10).eq for p in range(64)]
+  centres, gains = np.array(draws).T
+  assert centres.min() >= augment.EQ_LOW_HZ
+  assert centres.max() <= augment.EQ_HIGH_HZ
+  assert np.all(np.abs(gains) <= 4.0) and gains.min() < 0 < gains.max()
+  assert augment.draw(_augmentation(), 0, 3, 0, 0, 10).eq is None
+  batch = augment.augment_batch(data, np.array([0, 1]), np.array([0, 1]),
+                                seed=0, step=3, augmentation=augmentation)
+  plain = augment.augment_batch(data, np.array([0, 1]), np.array([0, 1]),
+                                seed=0, step=3,
+                                augmentation=_augmentation())
+  assert batch.dtype == np.float32 and batch.shape == plain.shape
+  assert not np.allclose(batch, plain)

@@ -22,11 +22,7 @@ PYTHON=${PYTHON:-python3}
 LIMIT_S=${LIMIT_S:-240}
 read -r -a EXTRA <<< "${BENCH_FLAGS:-}"
 mkdir -p "$OUT"
-if compgen -G '.gpu/whl/*.whl' >/dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
-    --target /tmp/site .gpu/whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+source experiments/gpu_site.sh
 # A fresh compilation cache of its own, so that the second run measures
 # loading from it.
 CACHE=$(mktemp -d)

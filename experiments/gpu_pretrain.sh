@@ -53,11 +53,7 @@ OUT=$(cd "$OUT" && pwd)
 for split in vbd_train vbd_val vbd_test; do
   [ -d "$DATA/$split/noisy" ] || { echo "gpu_pretrain.sh: $DATA/$split/noisy is missing (run with --prepare first)" >&2; exit 2; }
 done
-if compgen -G '.gpu/whl/*.whl' >/dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
-    --target /tmp/site .gpu/whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+source experiments/gpu_site.sh
 "$PYTHON" -c 'import jax; print(jax.__version__, jax.devices())' \
   2>&1 | tail -1 | tee "$OUT/versions.txt"
 work=$(mktemp -d)/run

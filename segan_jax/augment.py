@@ -1,4 +1,4 @@
-"""On-the-fly augmentation of training windows: speed, remix, EQ, gain.
+"""On-the-fly augmentation of training windows: speed, pitch, remix, EQ, gain.
 
 Everything here is plain NumPy and a pure function of ``(seed, step,
 position)``, where ``position`` is a window's place in the *global* batch of
@@ -6,13 +6,17 @@ position)``, where ``position`` is a window's place in the *global* batch of
 batches of an uninterrupted one) and makes the result independent of which
 process computes a window (each process reads only its slice of the batch).
 
-The four augmentations, applied in this order:
+The five augmentations, applied in this order:
 
 * speed: the clean speech of a window is resampled by a factor uniform in
   ``speed_range`` (> 1: faster and higher pitched) and the noisy rebuilt as
   resampled clean + the window's own noise, which is not resampled. It needs
   more of the utterance than the window (a faster window reads further), so
   it comes first, while the utterance is at hand.
+* pitch: the clean speech is pitch-shifted by a factor uniform in
+  ``pitch_range`` with its tempo kept (stretched by WSOLA, then resampled),
+  and the window's own noise added back: other voices' pitch and formants
+  at the rate of the original speech.
 * remix: the noisy becomes clean + g * (the noise of another window), g
   uniform in ``remix_gain_db`` dB. VoiceBank-DEMAND mixes additively, so a
   window's noise is exactly ``noisy - clean``; pre-emphasis is a linear
@@ -67,19 +71,22 @@ class Augmentation:
   speed_range: tuple[float, float]
   eq_prob: float
   eq_gain_db: float
+  pitch_prob: float
+  pitch_range: tuple[float, float]
 
   def __post_init__(self):
-    for name in ('remix_prob', 'speed_prob', 'eq_prob'):
+    for name in ('remix_prob', 'speed_prob', 'eq_prob', 'pitch_prob'):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
-    for name in ('remix_gain_db', 'speed_range'):
+    for name in ('remix_gain_db', 'speed_range', 'pitch_range'):
       low, high = (float(v) for v in getattr(self, name))
       if not low <= high:
         raise ValueError(f'{name} must be (low, high) with low <= high, got '
                          f'{getattr(self, name)}')
       object.__setattr__(self, name, (low, high))
-    if not self.speed_range[0] > 0:
-      raise ValueError(f'speed_range must be positive, got {self.speed_range}')
+    for name in ('speed_range', 'pitch_range'):
+      if not getattr(self, name)[0] > 0:
+        raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
     for name in ('gain_db', 'eq_gain_db'):
       if not getattr(self, name) >= 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
@@ -90,12 +97,14 @@ class Augmentation:
                remix_gain_db=tuple(config.remix_gain_db),
                gain_db=config.gain_db, speed_prob=config.speed_prob,
                speed_range=tuple(config.speed_range),
-               eq_prob=config.eq_prob, eq_gain_db=config.eq_gain_db)
+               eq_prob=config.eq_prob, eq_gain_db=config.eq_gain_db,
+               pitch_prob=config.pitch_prob,
+               pitch_range=tuple(config.pitch_range))
 
   @property
   def enabled(self) -> bool:
     return bool(self.remix_prob or self.gain_db or self.speed_prob
-                or (self.eq_prob and self.eq_gain_db))
+                or self.pitch_prob or (self.eq_prob and self.eq_gain_db))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +116,7 @@ class Draw:
   remix_gain_db: float
   gain_db: float | None
   eq: tuple[float, float] | None = None  # (centre Hz, gain dB)
+  pitch: float | None = None  # pitch factor, tempo kept
 
 
 def draw(augmentation: Augmentation, seed: int, step: int, position: int,
@@ -114,9 +124,9 @@ def draw(augmentation: Augmentation, seed: int, step: int, position: int,
   """The random choices for window ``index`` at ``position`` of ``step``'s
   global batch, out of ``num_windows`` training windows."""
   a = augmentation
-  # random(9)'s first six numbers are random(6)'s: the EQ's three were
-  # appended without changing the other draws.
-  u = np.random.default_rng([seed, STREAM, step, position]).random(9)
+  # random(n)'s first numbers are those of any shorter random(m): the EQ's
+  # three and the pitch's two were appended without changing earlier draws.
+  u = np.random.default_rng([seed, STREAM, step, position]).random(11)
   speed = None
   if u[0] < a.speed_prob:
     speed = a.speed_range[0] + u[1] * (a.speed_range[1] - a.speed_range[0])
@@ -133,7 +143,11 @@ def draw(augmentation: Augmentation, seed: int, step: int, position: int,
   if u[6] < a.eq_prob and a.eq_gain_db:
     eq = (float(EQ_LOW_HZ * (EQ_HIGH_HZ / EQ_LOW_HZ)**u[7]),
           float(a.eq_gain_db * (2 * u[8] - 1)))
-  return Draw(speed, partner, float(remix_db), gain, eq)
+  pitch = None
+  if u[9] < a.pitch_prob:
+    pitch = float(a.pitch_range[0] + u[10] * (a.pitch_range[1] -
+                                              a.pitch_range[0]))
+  return Draw(speed, partner, float(remix_db), gain, eq, pitch)
 
 
 def _db_to_gain(db: float, peak: float) -> float:
@@ -180,6 +194,80 @@ def speed(pair: np.ndarray, window: int, factor: float) -> np.ndarray:
   resampled = np.interp(np.arange(window) * factor,
                         np.arange(clean.shape[-1]), clean)
   return np.stack([resampled + noise, resampled])
+
+
+# WSOLA's grains (Verhelst & Roelands 1993): periodic Hann windows of _GRAIN
+# samples (32 ms) at 50 % overlap, which sum to one; each grain is moved by up
+# to _TOLERANCE samples to where it best continues the previous one, so
+# periods line up and the stretched speech does not warble.
+_GRAIN, _TOLERANCE = 512, 128
+
+# Samples past the window that pitch() reads: its last grains look ahead.
+PITCH_MARGIN = _GRAIN + _TOLERANCE
+
+
+def time_stretch(x: np.ndarray, length: int, ratio: float) -> np.ndarray:
+  """float64 ``[length]``: ``x`` played ``ratio`` times slower (> 1: longer),
+  pitch kept, by WSOLA; zero past ``x``'s end."""
+  x = np.asarray(x, np.float64)
+  grain, hop = _GRAIN, _GRAIN // 2
+  window = np.hanning(grain + 1)[:-1]
+  frames = int(math.ceil(length / hop)) + 2
+  analysis_hop = hop / ratio
+  # The input padded so that every grain and its search range lie inside.
+  front = grain // 2 + _TOLERANCE
+  need = front + int(math.ceil(frames * analysis_hop)) + grain + 2 * _TOLERANCE
+  padded = np.zeros(max(need, front + x.shape[-1]))
+  padded[front:front + x.shape[-1]] = x
+  out = np.zeros(frames * hop + grain)
+  total = np.zeros_like(out)
+  previous = None
+  for k in range(frames):
+    # Grain k is centred on output sample k * hop, nominally on input sample
+    # k * analysis_hop.
+    start = front - grain // 2 + int(round(k * analysis_hop))
+    if previous is not None:
+      natural = padded[previous + hop:previous + hop + grain]
+      low = start - _TOLERANCE
+      candidates = padded[low:low + grain + 2 * _TOLERANCE]
+      start = low + int(np.argmax(np.correlate(candidates, natural, 'valid')))
+    out[k * hop:k * hop + grain] += window * padded[start:start + grain]
+    total[k * hop:k * hop + grain] += window
+    previous = start
+  begin = grain // 2
+  return out[begin:begin + length] / np.maximum(total[begin:begin + length],
+                                                1e-8)
+
+
+def pitch(pair: np.ndarray, window: int, factor: float) -> np.ndarray:
+  """Shifts the clean speech's pitch by ``factor``, tempo kept, and adds the
+  original noise.
+
+  Args:
+    pair: ``[2, L]`` (noisy, clean) from the window's start, at least
+      ``window`` samples; up to ``window + PITCH_MARGIN`` are read (zero
+      past the end), so the last grains see real speech.
+    window: samples of the result.
+    factor: > 1 higher, < 1 lower.
+
+  Returns:
+    float64 ``[2, window]``: (shifted clean + noise, shifted clean), where
+    noise is ``noisy - clean`` of the first ``window`` samples; the pair
+    itself for factor 1.
+  """
+  pair = np.asarray(pair, np.float64)
+  if pair.shape[-1] < window:
+    raise ValueError(f'pitch needs {window} samples, got {pair.shape[-1]}')
+  if factor == 1.0:
+    return pair[:, :window].copy()
+  clean = pair[1, :window + PITCH_MARGIN]
+  noise = pair[0, :window] - pair[1, :window]
+  # Stretched by the factor, then resampled by it: the tempo comes back, the
+  # pitch (and the formants with it) moves by the factor.
+  stretched = time_stretch(clean, stretch_length(window, factor), factor)
+  shifted = np.interp(np.arange(window) * factor,
+                      np.arange(stretched.shape[-1]), stretched)
+  return np.stack([shifted + noise, shifted])
 
 
 def remix(pair: np.ndarray, noise: np.ndarray, gain_db: float) -> np.ndarray:
@@ -236,11 +324,15 @@ def augment_window(data: Windows, index: int, position: int, *, seed: int,
   ``position`` of ``step``'s global batch."""
   window = data.window
   choice = draw(augmentation, seed, step, position, index, len(data))
+  # The pitch shift reads past the window, so speed then makes that much more.
+  length = window + (PITCH_MARGIN if choice.pitch is not None else 0)
   if choice.speed is not None:
-    pair = speed(data.read(index, stretch_length(window, choice.speed)),
-                 window, choice.speed)
+    pair = speed(data.read(index, stretch_length(length, choice.speed)),
+                 length, choice.speed)
   else:
-    pair = np.asarray(data.read(index, window), np.float64)
+    pair = np.asarray(data.read(index, length), np.float64)
+  if choice.pitch is not None:
+    pair = pitch(pair, window, choice.pitch)
   if choice.partner is not None:
     other = np.asarray(data.read(choice.partner, window), np.float64)
     pair = remix(pair, other[0] - other[1], choice.remix_gain_db)

@@ -174,6 +174,11 @@ class Config:
       'resampled (speed and pitch together) by a factor in --speed_range.')
   speed_range: tuple[float, float] = option(
       (0.9, 1.1), 'Augmentation: LOW,HIGH speed factors.')
+  pitch_prob: float = option(
+      0.0, "Augmentation: probability that a window's clean speech is "
+      'pitch-shifted, tempo kept, by a factor in --pitch_range.')
+  pitch_range: tuple[float, float] = option(
+      (0.8, 1.25), 'Augmentation: LOW,HIGH pitch factors (> 1: higher).')
   eq_prob: float = option(
       0.0, 'Augmentation: probability that a window (noisy and clean alike) '
       'goes through a peaking EQ centred in 100 Hz-6 kHz, of a gain uniform '
@@ -231,7 +236,7 @@ class Config:
     # The augmentation's own checks (ranges, probabilities, gain_db >= 0);
     # its normalised ranges are kept.
     augmentation = augment.Augmentation.from_config(self)
-    for name in ('remix_gain_db', 'speed_range'):
+    for name in ('remix_gain_db', 'speed_range', 'pitch_range'):
       object.__setattr__(self, name, getattr(augmentation, name))
     if self.discriminator_features is not None:
       object.__setattr__(self, 'discriminator_features',

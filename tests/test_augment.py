@@ -212,7 +212,7 @@ def test_two_processes_compute_the_one_process_batch(data):
 def test_draws_of_one_augmentation_ignore_the_others():
   alone = _augmentation(remix_prob=0.5)
   together = _augmentation(remix_prob=0.5, gain_db=3.0, speed_prob=0.5,
-                           eq_prob=0.5)
+                           eq_prob=0.5, pitch_prob=0.5)
   partners = []
   for position in range(32):
     a = augment.draw(alone, 0, 7, position, 5, 100)
@@ -229,7 +229,8 @@ def test_from_config_and_validation():
   augmentation = augment.Augmentation.from_config(config)
   assert config.augments and augmentation.enabled
   assert augmentation == augment.Augmentation(0.25, (-3.0, 2.0), 4.0, 0.5,
-                                              (0.95, 1.05), 0.0, 6.0)
+                                              (0.95, 1.05), 0.0, 6.0, 0.0,
+                                              (0.8, 1.25))
   with pytest.raises(ValueError, match='eq_prob'):
     _augmentation(eq_prob=2.0)
   with pytest.raises(ValueError, match='eq_gain_db'):
@@ -240,6 +241,10 @@ def test_from_config_and_validation():
     _augmentation(speed_range=(0.0, 1.0))
   with pytest.raises(ValueError, match='remix_prob'):
     _augmentation(remix_prob=1.5)
+  with pytest.raises(ValueError, match='pitch_range'):
+    _augmentation(pitch_range=(-1.0, 1.0))
+  with pytest.raises(ValueError, match='pitch_prob'):
+    _augmentation(pitch_prob=-0.1)
 
 
 # NEEDS segan_jax/train.py TO PASS THE AUGMENTATION: train_and_evaluate must
@@ -307,3 +312,66 @@ def test_eq_draws_centres_and_gains_within_their_ranges(data):
                                 augmentation=_augmentation())
   assert batch.dtype == np.float32 and batch.shape == plain.shape
   assert not np.allclose(batch, plain)
+
+
+def _harmonics(f0, n, rate=16000):
+  t = np.arange(n) / rate
+  return 0.1 * sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
+
+
+def _peak_hz(x, rate=16000):
+  spectrum = np.abs(np.fft.rfft(x * np.hanning(x.shape[-1])))
+  return np.fft.rfftfreq(x.shape[-1], 1 / rate)[np.argmax(spectrum)]
+
+
+@pytest.mark.parametrize('factor', [0.8, 1.25])
+def test_pitch_moves_the_pitch_and_keeps_noise_and_length(factor):
+  window = 16384
+  clean = _harmonics(150.0, window + augment.PITCH_MARGIN)
+  noise = 0.01 * np.random.default_rng(0).standard_normal(clean.shape[-1])
+  out = augment.pitch(np.stack([clean + noise, clean]), window, factor)
+  assert out.shape == (2, window)
+  assert _peak_hz(out[1]) == pytest.approx(150.0 * factor, abs=2.0)
+  np.testing.assert_allclose(out[0] - out[1], noise[:window], atol=1e-12)
+  same = augment.pitch(np.stack([clean + noise, clean]), window, 1.0)
+  np.testing.assert_array_equal(same, np.stack([clean + noise,
+                                                clean])[:, :window])
+
+
+def test_pitch_keeps_the_tempo():
+  # Tone bursts every 4,000 samples stay every 4,000 samples (a resampling
+  # alone would move them to every 3,200 at factor 1.25).
+  n = 16384 + augment.PITCH_MARGIN
+  bursts = np.zeros(n)
+  bursts[::4000] = 1.0
+  envelope = np.convolve(bursts, np.hanning(400), 'same')
+  tone = envelope * np.sin(2 * np.pi * 200 * np.arange(n) / 16000)
+  shifted = augment.pitch(np.stack([tone, tone]), 16384, 1.25)[1]
+  level = np.convolve(np.abs(shifted), np.ones(200) / 200, 'same')
+  peaks = [i for i in range(1, 16383)
+           if level[i] >= level[i - 1] and level[i] > level[i + 1]
+           and level[i] > 0.5 * level.max()]
+  starts = [p for k, p in enumerate(peaks) if k == 0 or p - peaks[k - 1] > 2000]
+  assert len(starts) == 5
+  # WSOLA moves grains by up to its tolerance (128 samples) each.
+  np.testing.assert_allclose(np.diff(starts), 4000, atol=300)
+  # The stretch itself keeps the pitch: a 200 Hz tone stays at 200 Hz.
+  tone = np.sin(2 * np.pi * 200 * np.arange(8000) / 16000)
+  longer = augment.time_stretch(tone, 16000, 2.0)
+  assert longer.shape == (16000,)
+  assert _peak_hz(longer) == pytest.approx(200.0, abs=2.0)
+
+
+def test_pitch_in_the_pipeline_by_one_is_today_and_otherwise_not(data):
+  schedule = _schedule(data)
+  end = 2 * schedule.steps_per_epoch
+  today = _batches(data, schedule, 0, end)
+  identity = _augmentation(pitch_prob=1.0, pitch_range=(1.0, 1.0),
+                           speed_prob=1.0, speed_range=(1.0, 1.0))
+  _assert_batches_equal(_batches(data, schedule, 0, end, identity), today)
+  lower = _batches(data, schedule, 0, end,
+                   _augmentation(pitch_prob=1.0, pitch_range=(0.8, 0.8),
+                                 speed_prob=0.5))
+  for shifted, plain in zip(lower, today):
+    assert not np.array_equal(shifted['clean'], plain['clean'])
+    assert shifted['noisy'].shape == plain['noisy'].shape

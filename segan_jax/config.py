@@ -119,6 +119,16 @@ class Config:
       'Butterworth, with the de-emphasis; 0: off). Saved with the run: its '
       'enhance, evaluate and validation use it.')
 
+  # Why: a G trained on few voices removes the noise of an unseen one only in
+  # part and distorts its speech where it does; keeping a little of the input
+  # masks that distortion (what DeepFilterNet's atten_lim_db does).
+  attenuation_limit_db: float = option(
+      0.0, 'Enhanced audio keeps the noisy input mixed in at -this dB '
+      '(out = (1 - g) * enhanced + g * noisy, g = 10**(-x / 20)): noise is '
+      'attenuated by at most this much (0: no limit). Saved with the run: '
+      'its enhance, evaluate and validation use it; --mode=enhance or '
+      'evaluate may override it.')
+
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')
   batch_size: int = option(400, 'Global batch size, split over processes and '
@@ -230,6 +240,9 @@ class Config:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
     if self.grad_clip_norm < 0:
       raise ValueError(f'grad_clip_norm must be >= 0, got {self.grad_clip_norm}')
+    if not self.attenuation_limit_db >= 0.0:
+      raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
+                       f'{self.attenuation_limit_db}')
     if not 0.0 <= self.output_highpass_hz < 4000.0:
       raise ValueError('output_highpass_hz must be in [0, 4000), got '
                        f'{self.output_highpass_hz}')

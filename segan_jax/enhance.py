@@ -140,7 +140,10 @@ class WindowEnhancer:
 
   def __init__(self, window: int, preemphasis: float,
                output_highpass_hz: float, batch_size: int,
-               overlap: float = 0.0):
+               overlap: float = 0.0, attenuation_limit_db: float = 0.0):
+    if attenuation_limit_db < 0:
+      raise ValueError('--attenuation_limit_db must be >= 0 (0: no limit), '
+                       f'got {attenuation_limit_db}')
     if batch_size < 1:
       raise ValueError(f'--enhance_batch_size must be positive, got '
                        f'{batch_size}')
@@ -150,6 +153,10 @@ class WindowEnhancer:
     self.hop = window if overlap == 0.0 else window // 2
     self.preemphasis = preemphasis
     self.output_highpass_hz = output_highpass_hz
+    self.attenuation_limit_db = attenuation_limit_db
+    # The share of the noisy input in the output (0: none).
+    self.noisy_share = (10.0**(-attenuation_limit_db / 20)
+                        if attenuation_limit_db else 0.0)
     self.batch_size = batch_size
 
   @property
@@ -207,14 +214,18 @@ class Enhancer(WindowEnhancer):
   process's devices."""
 
   def __init__(self, generator: TrainedGenerator, batch_size: int = 8,
-               seed: int = 0, overlap: float = 0.0):
+               seed: int = 0, overlap: float = 0.0,
+               attenuation_limit_db: float | None = None):
     config = generator.config
+    if attenuation_limit_db is None:  # the run's (or bundle's) own
+      attenuation_limit_db = config.attenuation_limit_db
     if batch_size < 1 or batch_size % jax.local_device_count():
       raise ValueError(f'--enhance_batch_size must be a positive multiple of '
                        f'the {jax.local_device_count()} device(s), got '
                        f'{batch_size}')
     super().__init__(config.window, config.preemphasis,
-                     config.output_highpass_hz, batch_size, overlap)
+                     config.output_highpass_hz, batch_size, overlap,
+                     attenuation_limit_db)
     self.generator = generator
     self.config = config
     # Windows are batched onto this process's devices: the batch is split
@@ -250,7 +261,8 @@ class Enhancer(WindowEnhancer):
     """An Enhancer with a bundled model: no training run needed.
 
     ``Enhancer.from_pretrained().enhance_file('noisy.wav', 'clean.wav')``.
-    ``kwargs`` go to the constructor (batch_size, seed, overlap).
+    ``kwargs`` go to the constructor (batch_size, seed, overlap,
+    attenuation_limit_db).
     """
     return cls(restore_pretrained(name), **kwargs)
 
@@ -342,6 +354,11 @@ class SignalStream:
     indices = (w[None, :] * self.channels + np.arange(self.channels)[:, None])
     self.windows_done += n
     y = self.enhancer.enhance_windows(windows, indices.reshape(-1))
+    share = self.enhancer.noisy_share
+    if share:
+      # Linear, like the filters after it: mixing each window equals mixing
+      # the restored signals.
+      y = (1.0 - share) * y + share * windows
     y = y.reshape(self.channels, n, window).transpose(1, 2, 0)
     y = y * self.synthesis[None, :, None]
     total = np.zeros(((n - 1) * hop + window, self.channels), np.float32)

@@ -94,6 +94,10 @@ def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
       'output_highpass_hz': float(config.output_highpass_hz),
       'output_highpass': '1st-order Butterworth high-pass (0: off), applied '
                          'by the caller after the program',
+      'attenuation_limit_db': float(config.attenuation_limit_db),
+      'attenuation_limit': 'the caller mixes the (pre-emphasised) input '
+                           'back: out = (1 - g) * enhanced + g * input, '
+                           'g = 10**(-attenuation_limit_db / 20); 0: off',
       'windowing': 'the paper: consecutive windows without overlap, the last '
                    'zero-padded; 50 % Hann overlap-add also works',
       'config': config.to_dict(),
@@ -343,13 +347,17 @@ class ExportedEnhancer(enhance.WindowEnhancer):
   as `enhance.Enhancer` draws it, so the same seed gives the same output."""
 
   def __init__(self, path: str, batch_size: int = 8, seed: int = 0,
-               overlap: float = 0.0):
+               overlap: float = 0.0,
+               attenuation_limit_db: float | None = None):
     self.program = load_program(path)
     terms = self.program.contract
+    if attenuation_limit_db is None:  # the model's own; older files: none
+      attenuation_limit_db = float(terms.get('attenuation_limit_db', 0.0))
     super().__init__(window=int(terms['window']),
                      preemphasis=float(terms['preemphasis']),
                      output_highpass_hz=float(terms['output_highpass_hz']),
-                     batch_size=batch_size, overlap=overlap)
+                     batch_size=batch_size, overlap=overlap,
+                     attenuation_limit_db=attenuation_limit_db)
     self.engine = terms['engine']
     self.path = path
     self._source = f'{self.engine} export {path} of the {terms["source"]}'

@@ -44,6 +44,34 @@ def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
   np.testing.assert_allclose(y, x[:, 0], atol=1e-5)
 
 
+class SilencingEnhancer(enhance.WindowEnhancer):
+  """G that removes everything: what is left is the attenuation limit's."""
+
+  def __init__(self, overlap=0.0, limit_db=0.0):
+    super().__init__(1024, preemphasis=0.95, output_highpass_hz=0.0,
+                     batch_size=4, overlap=overlap,
+                     attenuation_limit_db=limit_db)
+
+  def enhance_batch(self, batch, index):
+    return np.zeros_like(batch)
+
+
+@pytest.mark.parametrize('overlap', [0.0, 0.5])
+def test_attenuation_limit_keeps_the_input_at_its_level(overlap):
+  x = speechlike(16000, 2.3, 2)
+  np.testing.assert_array_equal(
+      SilencingEnhancer(overlap).enhance_signal(x), np.zeros_like(x))
+  # 20 dB: a tenth of the input, whatever G did.
+  kept = SilencingEnhancer(overlap, limit_db=20.0).enhance_signal(x)
+  np.testing.assert_allclose(kept, 0.1 * x, atol=1e-5)
+  # With the identity G the output is the input at any limit.
+  identity = IdentityEnhancer(overlap=overlap)
+  identity.noisy_share = 0.3
+  np.testing.assert_allclose(identity.enhance_signal(x), x, atol=1e-5)
+  with pytest.raises(ValueError, match='attenuation_limit_db'):
+    SilencingEnhancer(limit_db=-1.0)
+
+
 def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
   soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
   umask = os.umask(0o022)

@@ -62,11 +62,20 @@ def _leaves(params):
   return [jax.tree_util.keystr(p) for p in paths], [np.asarray(v) for v in leaves]
 
 
-def test_bundle_can_override_the_output_highpass(trained, tmp_path):
+def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   workdir, _ = trained
-  path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path), None, 20.0)
-  assert pretrained.load(path).config.output_highpass_hz == 20.0
-  assert enhance.restore_generator(workdir).config.output_highpass_hz == 0.0
+  path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path), None, 20.0,
+                              14.0)
+  config = pretrained.load(path).config
+  assert (config.output_highpass_hz, config.attenuation_limit_db) == (20.0,
+                                                                      14.0)
+  config = enhance.restore_generator(workdir).config
+  assert (config.output_highpass_hz, config.attenuation_limit_db) == (0.0, 0.0)
+  # Enhancers take the bundle's limit, unless given one.
+  assert segan_jax.Enhancer.from_pretrained(path).noisy_share == (
+      pytest.approx(10**(-14 / 20)))
+  assert segan_jax.Enhancer.from_pretrained(
+      path, attenuation_limit_db=0.0).noisy_share == 0.0
 
 
 def test_from_pretrained_and_from_workdir_enhance_alike(tiny_bundle, tmp_path):
@@ -138,6 +147,19 @@ def test_cli_enhances_and_evaluates_without_workdir(tiny_bundle, tmp_path):
   assert '(no --workdir given)' in run.stdout
   assert os.path.isfile(out / 'a.wav')
   assert soundfile.info(str(out / 'a.wav')).frames == soundfile.info(src).frames
+  # --attenuation_limit_db on the command line overrides the bundle's (none):
+  # at 6 dB half of the input is mixed back.
+  limited = tmp_path / 'limited'
+  run = subprocess.run(command[:-2] + [f'--output={limited}',
+                                       command[-1], '--attenuation_limit_db=6'],
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  share = 10**(-6 / 20)
+  noisy = soundfile.read(src)[0]
+  np.testing.assert_allclose(
+      soundfile.read(str(limited / 'a.wav'))[0],
+      (1 - share) * soundfile.read(str(out / 'a.wav'))[0] + share * noisy,
+      atol=1e-3)
   # A step of a bundle is an error, not silently ignored.
   run = subprocess.run(command + ['--checkpoint_step=3'], capture_output=True,
                        text=True, timeout=300)

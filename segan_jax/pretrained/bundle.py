@@ -30,18 +30,25 @@ STEP = flags.DEFINE_integer('checkpoint_step', None,
 HIGHPASS = flags.DEFINE_float(
     'output_highpass_hz', None, "Override the run's output high-pass (Hz; 0: "
     'off) in the bundle, e.g. as chosen on a validation folder.')
+LIMIT = flags.DEFINE_float(
+    'attenuation_limit_db', None, "Override the run's --attenuation_limit_db "
+    '(dB; 0: no limit) in the bundle, e.g. as chosen on a validation folder.')
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
 
 
 def bundle_run(workdir: str, name: str, version: str, root: str,
                step: int | None = None,
-               output_highpass_hz: float | None = None) -> tuple[str, str]:
+               output_highpass_hz: float | None = None,
+               attenuation_limit_db: float | None = None) -> tuple[str, str]:
   """Bundles G of ``workdir``; returns (bundle folder, SHA-256)."""
   generator = enhance.restore_generator(workdir, step)
   config = generator.config
   if output_highpass_hz is not None:
     config = dataclasses.replace(config, output_highpass_hz=output_highpass_hz)
+  if attenuation_limit_db is not None:
+    config = dataclasses.replace(config,
+                                 attenuation_limit_db=attenuation_limit_db)
   path = os.path.join(root, name)
   digest = pretrained.write(
       path, name=name, version=version, config=config,
@@ -56,7 +63,8 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   try:
     path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,
-                              ROOT.value, STEP.value, HIGHPASS.value)
+                              ROOT.value, STEP.value, HIGHPASS.value,
+                              LIMIT.value)
   except (ValueError, checkpoints.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

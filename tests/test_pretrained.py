@@ -3,6 +3,7 @@ Enhancer one-liners, enhance without a workdir, and validation on a folder."""
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
       pytest.approx(10**(-14 / 20)))
   assert segan_jax.Enhancer.from_pretrained(
       path, attenuation_limit_db=0.0).noisy_share == 0.0
+
+
+def test_rebundling_keeps_params_and_changes_the_settings(tiny_bundle,
+                                                         tmp_path):
+  _, path, _ = tiny_bundle
+  again, _ = bundle.rebundle(path, 'again', '1', str(tmp_path),
+                             attenuation_limit_db=10.0)
+  first, second = pretrained.load(path), pretrained.load(again)
+  assert second.config == first.config.replace(attenuation_limit_db=10.0)
+  assert (second.step, second.version) == (first.step, '1')
+  names, values = _leaves(first.params)
+  assert _leaves(second.params)[0] == names
+  for a, b in zip(values, _leaves(second.params)[1]):
+    np.testing.assert_array_equal(a, b)
+  manifest = json.loads((tmp_path / 'again' / 'manifest.json').read_text())
+  assert manifest['rebundled_from'] == first.source
+  original = json.loads((pathlib.Path(path) / 'manifest.json').read_text())
+  assert manifest['trained_from'] == original['trained_from']
 
 
 def test_from_pretrained_and_from_workdir_enhance_alike(tiny_bundle, tmp_path):

@@ -154,10 +154,14 @@ class WindowEnhancer:
     self.preemphasis = preemphasis
     self.output_highpass_hz = output_highpass_hz
     self.attenuation_limit_db = attenuation_limit_db
-    # The share of the noisy input in the output (0: none).
-    self.noisy_share = (10.0**(-attenuation_limit_db / 20)
-                        if attenuation_limit_db else 0.0)
     self.batch_size = batch_size
+
+  @property
+  def noisy_share(self) -> float:
+    """The share of the noisy input in the output (0: none)."""
+    if not self.attenuation_limit_db:
+      return 0.0
+    return 10.0**(-self.attenuation_limit_db / 20)
 
   @property
   def source(self) -> str:

@@ -66,7 +66,7 @@ def test_attenuation_limit_keeps_the_input_at_its_level(overlap):
   np.testing.assert_allclose(kept, 0.1 * x, atol=1e-5)
   # With the identity G the output is the input at any limit.
   identity = IdentityEnhancer(overlap=overlap)
-  identity.noisy_share = 0.3
+  identity.attenuation_limit_db = 10.5
   np.testing.assert_allclose(identity.enhance_signal(x), x, atol=1e-5)
   with pytest.raises(ValueError, match='attenuation_limit_db'):
     SilencingEnhancer(limit_db=-1.0)

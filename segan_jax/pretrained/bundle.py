@@ -58,17 +58,19 @@ def rebundle(source: str, name: str, version: str, root: str,
              attenuation_limit_db: float | None = None) -> tuple[str, str]:
   """Bundles the G of bundle ``source`` again (float16 both times, so the
   parameters are unchanged); returns (bundle folder, SHA-256)."""
-  generator = enhance.restore_pretrained(source)
-  with open(os.path.join(pretrained.bundle_dir(source),
-                         pretrained.MANIFEST_FILE)) as f:
-    trained_from = json.load(f).get('trained_from', generator.source)
-  return _write(generator, name, version, root, output_highpass_hz,
+  loaded = pretrained.load(source)  # checksum checked
+  # The provenance that load() does not keep, from the manifest it checked.
+  with open(os.path.join(loaded.path, pretrained.MANIFEST_FILE)) as f:
+    trained_from = json.load(f).get('trained_from', loaded.source)
+  return _write(loaded, name, version, root, output_highpass_hz,
                 attenuation_limit_db, trained_from=trained_from,
-                rebundled_from=generator.source)
+                rebundled_from=loaded.source)
 
 
-def _write(generator, name, version, root, output_highpass_hz,
-           attenuation_limit_db, **extra) -> tuple[str, str]:
+def _write(generator: enhance.TrainedGenerator | pretrained.Bundle, name,
+           version, root, output_highpass_hz, attenuation_limit_db,
+           **extra) -> tuple[str, str]:
+  """Writes G's parameters and step with the config's overrides."""
   config = generator.config
   if output_highpass_hz is not None:
     config = dataclasses.replace(config, output_highpass_hz=output_highpass_hz)

@@ -13,6 +13,7 @@ import pytest
 import soundfile
 
 import segan_jax
+from segan_jax import checkpoints
 from segan_jax import enhance
 from segan_jax import evaluate
 from segan_jax import files
@@ -95,6 +96,37 @@ def test_rebundling_keeps_params_and_changes_the_settings(tiny_bundle,
   assert manifest['rebundled_from'] == first.source
   original = json.loads((pathlib.Path(path) / 'manifest.json').read_text())
   assert manifest['trained_from'] == original['trained_from']
+
+
+def test_bundle_averages_g_over_checkpoints(trained, tmp_path):
+  workdir, _ = trained
+  ckpt = checkpoints.Checkpointer(workdir, create=False)
+  steps = ckpt.all_steps()
+  ckpt.close()
+  assert len(steps) == 2
+  path, _ = bundle.bundle_run(workdir, 'mean', '0', str(tmp_path),
+                              average_steps=steps)
+  loaded = pretrained.load(path)
+  assert loaded.step == max(steps)
+  names, first = _leaves(enhance.restore_generator(workdir, steps[0]).params)
+  _, second = _leaves(enhance.restore_generator(workdir, steps[1]).params)
+  averaged = dict(zip(*_leaves(loaded.params)))
+  assert any(not np.allclose(a, b) for a, b in zip(first, second))
+  for name, a, b in zip(names, first, second):
+    np.testing.assert_allclose(averaged[name], (a + b) / 2, rtol=2e-3,
+                               atol=1e-6, err_msg=name)
+  manifest = json.loads((tmp_path / 'mean' / 'manifest.json').read_text())
+  assert manifest['trained_from'] == (
+      f'mean of G over checkpoint steps {steps[0]}, {steps[1]}')
+  # One step averages to that checkpoint's G.
+  one, _ = bundle.bundle_run(workdir, 'one', '0', str(tmp_path),
+                             average_steps=[steps[0]])
+  for name, value in zip(*_leaves(pretrained.load(one).params)):
+    np.testing.assert_array_equal(value, dict(zip(names, first))[name]
+                                  .astype(np.float16).astype(np.float32))
+  with pytest.raises(ValueError, match='not both'):
+    bundle.bundle_run(workdir, 'x', '0', str(tmp_path), step=steps[0],
+                      average_steps=steps)
 
 
 def test_from_pretrained_and_from_workdir_enhance_alike(tiny_bundle, tmp_path):
@@ -320,3 +352,37 @@ def test_gpu_pretrain_script_is_stopped_bundles_and_scores(tmp_path):
     shutil.copy(out / name, bundle_dir / name)
   loaded = pretrained.load(str(bundle_dir))
   assert (loaded.version, loaded.step) == ('0.0-test', manifest['step'])
+
+
+# --- An unseen voice in the training data's noises ----------------------------
+
+
+def test_unseen_voice_mix_writes_seeded_pairs_at_the_test_snrs(tmp_path):
+  _vbd('vbd_val'), _vbd('vbd_test')
+  script = REPO / 'experiments' / 'unseen_voice_mix.py'
+  outputs = []
+  for name in ('a', 'b'):
+    run = subprocess.run(
+        [sys.executable, str(script), f'--data={SHARED_DATA}',
+         f'--output={tmp_path / name}'],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    outputs.append(tmp_path / name)
+  names = sorted(os.listdir(outputs[0] / 'noisy'))
+  assert len(names) == 6 * 4
+  assert names == sorted(os.listdir(outputs[0] / 'clean'))
+  for name in names:
+    noisy, rate = soundfile.read(outputs[0] / 'noisy' / name)
+    clean, _ = soundfile.read(outputs[0] / 'clean' / name)
+    assert rate == 16000 and noisy.shape == clean.shape
+    snr = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean)**2))
+    wanted = float(name.rsplit('_', 1)[1].removesuffix('dB.wav'))
+    assert snr == pytest.approx(wanted, abs=0.05), name
+    # The voice is vbd_val's, scaled alike in both files (never clipped).
+    source, _ = soundfile.read(SHARED_DATA / 'vbd_val' / 'clean' /
+                               (name.split('_')[0] + '_' + name.split('_')[1]
+                                + '.wav'))
+    assert np.corrcoef(source, clean)[0, 1] > 0.999
+    # Seeded: the same bytes again.
+    assert ((outputs[0] / 'noisy' / name).read_bytes() ==
+            (outputs[1] / 'noisy' / name).read_bytes())

@@ -3,7 +3,8 @@
   python -m segan_jax.pretrained.bundle --workdir=workdirs/pretrained \
     --name=segan_vbd --version=1
 
-takes the run's best checkpoint (or --checkpoint_step) and writes
+takes the run's best checkpoint (or --checkpoint_step, or the mean of G over
+--average_steps) and writes
 ``segan_jax/pretrained/NAME/{params.npz,manifest.json}`` (or under --root).
 The model card beside them is written by hand from the run's figures.
 --from_bundle=NAME_OR_FOLDER instead of --workdir writes a bundle's G again
@@ -19,6 +20,8 @@ import sys
 
 from absl import app
 from absl import flags
+import jax
+import numpy as np
 
 from segan_jax import checkpoints
 from segan_jax import enhance
@@ -33,6 +36,10 @@ VERSION = flags.DEFINE_string('version', '1', 'Bundle version.')
 STEP = flags.DEFINE_integer('checkpoint_step', None,
                             'Checkpoint to bundle (default: the best one, '
                             'else the latest).')
+AVERAGE = flags.DEFINE_list(
+    'average_steps', None, 'Instead of --checkpoint_step: checkpoints whose '
+    "G parameters are averaged into the bundle, e.g. the last few of a run's "
+    'decay (weight averaging, Izmailov et al. 2018).')
 HIGHPASS = flags.DEFINE_float(
     'output_highpass_hz', None, "Override the run's output high-pass (Hz; 0: "
     'off) in the bundle, e.g. as chosen on a validation folder.')
@@ -46,11 +53,41 @@ ROOT = flags.DEFINE_string('root', pretrained.ROOT,
 def bundle_run(workdir: str, name: str, version: str, root: str,
                step: int | None = None,
                output_highpass_hz: float | None = None,
-               attenuation_limit_db: float | None = None) -> tuple[str, str]:
-  """Bundles G of ``workdir``; returns (bundle folder, SHA-256)."""
-  generator = enhance.restore_generator(workdir, step)
+               attenuation_limit_db: float | None = None,
+               average_steps: list[int] | None = None) -> tuple[str, str]:
+  """Bundles G of ``workdir`` (of checkpoint ``step``, or the mean over
+  ``average_steps``); returns (bundle folder, SHA-256)."""
+  if average_steps:
+    if step is not None:
+      raise ValueError('give a checkpoint step or steps to average, not both')
+    generator = average_generator(workdir, average_steps)
+  else:
+    generator = enhance.restore_generator(workdir, step)
   return _write(generator, name, version, root, output_highpass_hz,
                 attenuation_limit_db, trained_from=generator.source)
+
+
+def average_generator(workdir: str,
+                      steps: list[int]) -> enhance.TrainedGenerator:
+  """G with the mean parameters of checkpoints ``steps`` of ``workdir``.
+
+  Averaging the weights a run passes through as its learning rate decays
+  lands nearer the middle of the minimum it circles, which generalises
+  better than any one of them (stochastic weight averaging).
+  """
+  steps = sorted(set(int(s) for s in steps))
+  generators = [enhance.restore_generator(workdir, s) for s in steps]
+  shapes = [jax.tree.map(np.shape, g.params) for g in generators]
+  if any(s != shapes[0] for s in shapes[1:]):
+    raise ValueError(f'{workdir}: checkpoints {steps} hold G of different '
+                     'shapes; only one run\'s checkpoints can be averaged')
+  params = jax.tree.map(
+      lambda *leaves: np.mean(np.stack(leaves).astype(np.float32), axis=0),
+      *[g.params for g in generators])
+  listed = ', '.join(str(s) for s in steps)
+  return enhance.TrainedGenerator(
+      generators[-1].config, params, steps[-1],
+      f'mean of G over checkpoint steps {listed}')
 
 
 def rebundle(source: str, name: str, version: str, root: str,
@@ -84,15 +121,28 @@ def _write(generator: enhance.TrainedGenerator | pretrained.Bundle, name,
   return path, digest
 
 
+def _steps(values: list[str] | None) -> list[int] | None:
+  if not values:
+    return None
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise app.UsageError(
+        f'--average_steps: {",".join(values)} is not a list of steps') from None
+
+
 def main(argv):
   del argv
   if bool(WORKDIR.value) == bool(FROM_BUNDLE.value):
     raise app.UsageError('give --workdir (a run) or --from_bundle (a bundle)')
+  if FROM_BUNDLE.value and (AVERAGE.value or STEP.value is not None):
+    raise app.UsageError('--checkpoint_step and --average_steps pick '
+                         'checkpoints of a --workdir, not of a bundle')
   try:
     if WORKDIR.value:
       path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,
                                 ROOT.value, STEP.value, HIGHPASS.value,
-                                LIMIT.value)
+                                LIMIT.value, _steps(AVERAGE.value))
     else:
       path, digest = rebundle(FROM_BUNDLE.value, NAME.value, VERSION.value,
                               ROOT.value, HIGHPASS.value, LIMIT.value)

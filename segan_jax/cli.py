@@ -113,10 +113,12 @@ def _enhancer_options() -> dict:
   """How either engine (a checkpoint's G, an exported file) windows and
   batches, from the flags."""
   limit = flags.FLAGS['attenuation_limit_db']
+  mask = flags.FLAGS['output_mask']
   return {'batch_size': f.ENHANCE_BATCH_SIZE.value, 'seed': flags.FLAGS.seed,
           'overlap': float(f.ENHANCE_OVERLAP.value),
           # The model's own limit unless the command line gives one.
-          'attenuation_limit_db': limit.value if limit.present else None}
+          'attenuation_limit_db': limit.value if limit.present else None,
+          'output_mask': mask.value if mask.present else None}
 
 
 def _enhance(enhancer, origin: str) -> None:

@@ -129,6 +129,16 @@ class Config:
       'its enhance, evaluate and validation use it; --mode=enhance or '
       'evaluate may override it.')
 
+  # Why: G's waveform carries its distortions of a voice it has not learned;
+  # a gain on the input's own spectrum cannot synthesise any, and keeps what
+  # G removes (docs/recipes.md, "The output mask").
+  output_mask: bool = option(
+      False, "Enhanced audio is the noisy input with G's gain applied per "
+      'STFT bin, min(1, |G(x)| / |x|) in 64 ms frames, floored at the '
+      "attenuation limit, instead of G's waveform. Saved with the run: its "
+      'enhance, evaluate and validation use it; --mode=enhance or evaluate '
+      'may override it.')
+
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')
   batch_size: int = option(400, 'Global batch size, split over processes and '

@@ -98,6 +98,11 @@ def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
       'attenuation_limit': 'the caller mixes the (pre-emphasised) input '
                            'back: out = (1 - g) * enhanced + g * input, '
                            'g = 10**(-attenuation_limit_db / 20); 0: off',
+      'output_mask': bool(config.output_mask),
+      'mask': 'when output_mask: instead of the mix, the caller filters each '
+              'input window by min(1, |STFT(enhanced)| / |STFT(input)|) per '
+              'bin, at least g (1024-point Hann frames, hop 256; '
+              'segan_jax.audio.mask_with)',
       'windowing': 'the paper: consecutive windows without overlap, the last '
                    'zero-padded; 50 % Hann overlap-add also works',
       'config': config.to_dict(),
@@ -348,16 +353,20 @@ class ExportedEnhancer(enhance.WindowEnhancer):
 
   def __init__(self, path: str, batch_size: int = 8, seed: int = 0,
                overlap: float = 0.0,
-               attenuation_limit_db: float | None = None):
+               attenuation_limit_db: float | None = None,
+               output_mask: bool | None = None):
     self.program = load_program(path)
     terms = self.program.contract
     if attenuation_limit_db is None:  # the model's own; older files: none
       attenuation_limit_db = float(terms.get('attenuation_limit_db', 0.0))
+    if output_mask is None:
+      output_mask = bool(terms.get('output_mask', False))
     super().__init__(window=int(terms['window']),
                      preemphasis=float(terms['preemphasis']),
                      output_highpass_hz=float(terms['output_highpass_hz']),
                      batch_size=batch_size, overlap=overlap,
-                     attenuation_limit_db=attenuation_limit_db)
+                     attenuation_limit_db=attenuation_limit_db,
+                     output_mask=output_mask)
     self.engine = terms['engine']
     self.path = path
     self._source = f'{self.engine} export {path} of the {terms["source"]}'

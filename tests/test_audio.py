@@ -130,3 +130,18 @@ def test_restoration_filter_is_deemphasis_then_highpass():
   offset = np.full(16000, 0.01, np.float32)
   assert audio.deemphasis(offset, 0.95)[-1] == pytest.approx(0.2, rel=1e-3)
   assert abs(audio.deemphasis(offset, 0.95, 80.0)[-1]) < 1e-4
+
+
+def test_mask_with_gives_the_input_back_at_unit_gain_and_checks_shapes():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(3, 4096)).astype(np.float32)
+  np.testing.assert_allclose(audio.mask_with(x, x), x, atol=1e-5)
+  # G louder than the input: the gain stays at 1 (a mask never amplifies).
+  np.testing.assert_allclose(audio.mask_with(x, 3 * x), x, atol=1e-5)
+  np.testing.assert_allclose(audio.mask_with(x, 0 * x, floor=0.5), 0.5 * x,
+                             atol=1e-5)
+  np.testing.assert_array_equal(audio.mask_with(0 * x, x), 0 * x)
+  with pytest.raises(ValueError, match='shapes differ'):
+    audio.mask_with(x, x[:, :2048])
+  with pytest.raises(ValueError, match='at least that long'):
+    audio.mask_with(x[:, :512], x[:, :512])

@@ -72,6 +72,52 @@ def test_attenuation_limit_keeps_the_input_at_its_level(overlap):
     SilencingEnhancer(limit_db=-1.0)
 
 
+class LowpassEnhancer(enhance.WindowEnhancer):
+  """G that keeps what is below 2 kHz of each window and removes the rest."""
+
+  def __init__(self, output_mask, limit_db=0.0):
+    super().__init__(4096, preemphasis=0.95, output_highpass_hz=0.0,
+                     batch_size=4, attenuation_limit_db=limit_db,
+                     output_mask=output_mask)
+
+  def enhance_batch(self, batch, index):
+    spectrum = np.fft.rfft(batch, axis=-1)
+    spectrum[:, np.fft.rfftfreq(batch.shape[-1], 1 / 16000) > 2000] = 0
+    return np.fft.irfft(spectrum, n=batch.shape[-1], axis=-1)
+
+
+def _band_energy(x, low, high):
+  spectrum = np.abs(np.fft.rfft(x)) ** 2
+  freqs = np.fft.rfftfreq(x.shape[0], 1 / 16000)
+  return spectrum[(freqs >= low) & (freqs < high)].sum()
+
+
+@pytest.mark.parametrize('overlap', [0.0, 0.5])
+def test_output_mask_filters_the_input_by_gs_gain(overlap):
+  x = speechlike(16000, 2.3, 1)[:, 0]
+  identity = IdentityEnhancer(overlap=overlap)
+  identity.output_mask = True
+  np.testing.assert_allclose(identity.enhance_signal(x), x, atol=1e-5)
+  silencing = SilencingEnhancer(overlap, limit_db=20.0)
+  silencing.output_mask = True
+  np.testing.assert_allclose(silencing.enhance_signal(x), 0.1 * x, atol=1e-5)
+
+  noise = np.random.default_rng(0).normal(0, 0.1, 3 * 16000).astype(np.float32)
+  masked = LowpassEnhancer(output_mask=True, limit_db=20.0).enhance_signal(noise)
+  # The band G keeps passes (the gain is |E| / |X| = 1 there) ...
+  assert _band_energy(masked, 100, 1500) == pytest.approx(
+      _band_energy(noise, 100, 1500), rel=0.05)
+  # ... the band it removes is attenuated to the limit (-20 dB), not to 0.
+  assert _band_energy(masked, 3000, 7000) == pytest.approx(
+      0.01 * _band_energy(noise, 3000, 7000), rel=0.1)
+  # Without the mask the limit mixes the input back in the time domain.
+  mixed = LowpassEnhancer(output_mask=False, limit_db=20.0).enhance_signal(noise)
+  assert _band_energy(mixed, 3000, 7000) == pytest.approx(
+      0.01 * _band_energy(noise, 3000, 7000), rel=0.1)
+  assert _band_energy(mixed, 100, 1500) == pytest.approx(
+      _band_energy(noise, 100, 1500), rel=0.05)
+
+
 def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
   soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
   umask = os.umask(0o022)

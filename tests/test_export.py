@@ -94,7 +94,8 @@ def test_the_batch_is_symbolic_and_z_is_an_input(tmp_path):
 
 def test_exported_files_carry_their_contract(tmp_path):
   generator = _generator(model='segan', model_size='tiny',
-                         output_highpass_hz=20.0, attenuation_limit_db=12.0)
+                         output_highpass_hz=20.0, attenuation_limit_db=12.0,
+                         output_mask=True)
   onnx_path = str(tmp_path / 'g.onnx')
   hlo_path = str(tmp_path / 'g.stablehlo')
   export.export_file(generator, 'onnx', onnx_path)
@@ -110,11 +111,14 @@ def test_exported_files_carry_their_contract(tmp_path):
     assert terms['sample_rate'] == 16000 and terms['window'] == 1024
     assert terms['preemphasis'] == 0.95 and not terms['emphasis_in_graph']
     assert terms['output_highpass_hz'] == 20.0
-    assert terms['attenuation_limit_db'] == 12.0
+    assert terms['attenuation_limit_db'] == 12.0 and terms['output_mask']
     assert terms['inputs']['noisy']['shape'] == ['batch', 1024]
     assert terms['inputs']['z']['shape'] == ['batch'] + latent
     assert terms['outputs']['enhanced']['shape'] == ['batch', 1024]
     assert checkpoints.config_from_meta(terms) == generator.config
+  # The exported engine applies the model's output settings unless told not to.
+  assert export.ExportedEnhancer(hlo_path).output_mask
+  assert not export.ExportedEnhancer(hlo_path, output_mask=False).output_mask
   # The flat keys a model viewer shows, and the graph's own symbolic batch.
   assert props['window'] == '1024' and props['z'] == 'input'
   dims = proto.graph.input[0].type.tensor_type.shape.dim

@@ -66,18 +66,27 @@ def _leaves(params):
 
 def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   workdir, _ = trained
-  path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path), None, 20.0,
-                              14.0)
+  path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path),
+                              output_highpass_hz=20.0,
+                              attenuation_limit_db=14.0, output_mask=True)
   config = pretrained.load(path).config
-  assert (config.output_highpass_hz, config.attenuation_limit_db) == (20.0,
-                                                                      14.0)
+  assert (config.output_highpass_hz, config.attenuation_limit_db,
+          config.output_mask) == (20.0, 14.0, True)
   config = enhance.restore_generator(workdir).config
-  assert (config.output_highpass_hz, config.attenuation_limit_db) == (0.0, 0.0)
+  assert (config.output_highpass_hz, config.attenuation_limit_db,
+          config.output_mask) == (0.0, 0.0, False)
   # Enhancers take the bundle's limit, unless given one.
   assert segan_jax.Enhancer.from_pretrained(path).noisy_share == (
       pytest.approx(10**(-14 / 20)))
   assert segan_jax.Enhancer.from_pretrained(
       path, attenuation_limit_db=0.0).noisy_share == 0.0
+  assert segan_jax.Enhancer.from_pretrained(path).output_mask
+  assert not segan_jax.Enhancer.from_pretrained(
+      path, output_mask=False).output_mask
+  # Only output settings: the model is what was trained.
+  with pytest.raises(ValueError, match='not encoder_features'):
+    bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
+                      encoder_features=(4,))
 
 
 def test_rebundling_keeps_params_and_changes_the_settings(tiny_bundle,
@@ -211,6 +220,16 @@ def test_cli_enhances_and_evaluates_without_workdir(tiny_bundle, tmp_path):
       soundfile.read(str(limited / 'a.wav'))[0],
       (1 - share) * soundfile.read(str(out / 'a.wav'))[0] + share * noisy,
       atol=1e-3)
+  # --output_mask: the input filtered by G's gain (at most 1 per bin) instead.
+  masked = tmp_path / 'masked'
+  run = subprocess.run(command[:-2] + [f'--output={masked}', command[-1],
+                                       '--attenuation_limit_db=6',
+                                       '--output_mask'],
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  masked = soundfile.read(str(masked / 'a.wav'))[0]
+  assert np.sum(masked**2) <= 1.01 * np.sum(noisy**2)
+  assert np.abs(masked - soundfile.read(str(limited / 'a.wav'))[0]).max() > 1e-4
   # A step of a bundle is an error, not silently ignored.
   run = subprocess.run(command + ['--checkpoint_step=3'], capture_output=True,
                        text=True, timeout=300)

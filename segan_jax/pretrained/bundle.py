@@ -8,7 +8,8 @@ takes the run's best checkpoint (or --checkpoint_step, or the mean of G over
 ``segan_jax/pretrained/NAME/{params.npz,manifest.json}`` (or under --root).
 The model card beside them is written by hand from the run's figures.
 --from_bundle=NAME_OR_FOLDER instead of --workdir writes a bundle's G again
-with other output settings (--output_highpass_hz, --attenuation_limit_db).
+with other output settings (--output_highpass_hz, --attenuation_limit_db,
+--output_mask).
 """
 
 from __future__ import annotations
@@ -46,25 +47,32 @@ HIGHPASS = flags.DEFINE_float(
 LIMIT = flags.DEFINE_float(
     'attenuation_limit_db', None, "Override the run's --attenuation_limit_db "
     '(dB; 0: no limit) in the bundle, e.g. as chosen on a validation folder.')
+MASK = flags.DEFINE_bool(
+    'output_mask', None, "Override the run's --output_mask in the bundle.")
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
 
 
+# Settings of how G's output becomes audio, which a bundle may change (None:
+# keep the run's); the model's own fields stay as trained.
+OUTPUT_SETTINGS = ('output_highpass_hz', 'attenuation_limit_db', 'output_mask')
+
+
 def bundle_run(workdir: str, name: str, version: str, root: str,
                step: int | None = None,
-               output_highpass_hz: float | None = None,
-               attenuation_limit_db: float | None = None,
-               average_steps: list[int] | None = None) -> tuple[str, str]:
+               average_steps: list[int] | None = None,
+               **output_settings: float | bool | None) -> tuple[str, str]:
   """Bundles G of ``workdir`` (of checkpoint ``step``, or the mean over
-  ``average_steps``); returns (bundle folder, SHA-256)."""
+  ``average_steps``) with ``output_settings`` (of `OUTPUT_SETTINGS`)
+  overriding the run's; returns (bundle folder, SHA-256)."""
   if average_steps:
     if step is not None:
       raise ValueError('give a checkpoint step or steps to average, not both')
     generator = average_generator(workdir, average_steps)
   else:
     generator = enhance.restore_generator(workdir, step)
-  return _write(generator, name, version, root, output_highpass_hz,
-                attenuation_limit_db, trained_from=generator.source)
+  return _write(generator, name, version, root, output_settings,
+                trained_from=generator.source)
 
 
 def average_generator(workdir: str,
@@ -91,29 +99,26 @@ def average_generator(workdir: str,
 
 
 def rebundle(source: str, name: str, version: str, root: str,
-             output_highpass_hz: float | None = None,
-             attenuation_limit_db: float | None = None) -> tuple[str, str]:
+             **output_settings: float | bool | None) -> tuple[str, str]:
   """Bundles the G of bundle ``source`` again (float16 both times, so the
   parameters are unchanged); returns (bundle folder, SHA-256)."""
   loaded = pretrained.load(source)  # checksum checked
   # The provenance that load() does not keep, from the manifest it checked.
   with open(os.path.join(loaded.path, pretrained.MANIFEST_FILE)) as f:
     trained_from = json.load(f).get('trained_from', loaded.source)
-  return _write(loaded, name, version, root, output_highpass_hz,
-                attenuation_limit_db, trained_from=trained_from,
-                rebundled_from=loaded.source)
+  return _write(loaded, name, version, root, output_settings,
+                trained_from=trained_from, rebundled_from=loaded.source)
 
 
 def _write(generator: enhance.TrainedGenerator | pretrained.Bundle, name,
-           version, root, output_highpass_hz, attenuation_limit_db,
-           **extra) -> tuple[str, str]:
+           version, root, output_settings, **extra) -> tuple[str, str]:
   """Writes G's parameters and step with the config's overrides."""
-  config = generator.config
-  if output_highpass_hz is not None:
-    config = dataclasses.replace(config, output_highpass_hz=output_highpass_hz)
-  if attenuation_limit_db is not None:
-    config = dataclasses.replace(config,
-                                 attenuation_limit_db=attenuation_limit_db)
+  unknown = set(output_settings) - set(OUTPUT_SETTINGS)
+  if unknown:
+    raise ValueError(f'a bundle can override {", ".join(OUTPUT_SETTINGS)}, '
+                     f'not {", ".join(sorted(unknown))}')
+  config = dataclasses.replace(generator.config, **{
+      k: v for k, v in output_settings.items() if v is not None})
   path = os.path.join(root, name)
   digest = pretrained.write(
       path, name=name, version=version, config=config,
@@ -138,14 +143,16 @@ def main(argv):
   if FROM_BUNDLE.value and (AVERAGE.value or STEP.value is not None):
     raise app.UsageError('--checkpoint_step and --average_steps pick '
                          'checkpoints of a --workdir, not of a bundle')
+  settings = {'output_highpass_hz': HIGHPASS.value,
+              'attenuation_limit_db': LIMIT.value, 'output_mask': MASK.value}
   try:
     if WORKDIR.value:
       path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,
-                                ROOT.value, STEP.value, HIGHPASS.value,
-                                LIMIT.value, _steps(AVERAGE.value))
+                                ROOT.value, STEP.value, _steps(AVERAGE.value),
+                                **settings)
     else:
       path, digest = rebundle(FROM_BUNDLE.value, NAME.value, VERSION.value,
-                              ROOT.value, HIGHPASS.value, LIMIT.value)
+                              ROOT.value, **settings)
   except (ValueError, checkpoints.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

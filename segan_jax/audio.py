@@ -109,9 +109,9 @@ def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
   frames = dict(nperseg=n_fft, noverlap=3 * n_fft // 4, window='hann')
   _, _, x = signal.stft(noisy, axis=-1, **frames)
   _, _, e = signal.stft(enhanced, axis=-1, **frames)
-  magnitude = np.abs(x)
-  gain = np.minimum(1.0, np.abs(e) / np.maximum(magnitude, 1e-12))
-  gain = np.where(magnitude > 0, np.maximum(gain, floor), 1.0)
+  # Bins where the input is silent stay silent whatever their gain.
+  gain = np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
+  gain = np.maximum(gain, floor)
   _, y = signal.istft(gain * x, time_axis=-1, freq_axis=-2, **frames)
   return y[..., :length].astype(np.float32)
 

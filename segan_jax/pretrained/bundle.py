@@ -41,13 +41,13 @@ AVERAGE = flags.DEFINE_list(
     'average_steps', None, 'Instead of --checkpoint_step: checkpoints whose '
     "G parameters are averaged into the bundle, e.g. the last few of a run's "
     'decay (weight averaging, Izmailov et al. 2018).')
-HIGHPASS = flags.DEFINE_float(
+flags.DEFINE_float(
     'output_highpass_hz', None, "Override the run's output high-pass (Hz; 0: "
     'off) in the bundle, e.g. as chosen on a validation folder.')
-LIMIT = flags.DEFINE_float(
+flags.DEFINE_float(
     'attenuation_limit_db', None, "Override the run's --attenuation_limit_db "
     '(dB; 0: no limit) in the bundle, e.g. as chosen on a validation folder.')
-MASK = flags.DEFINE_bool(
+flags.DEFINE_bool(
     'output_mask', None, "Override the run's --output_mask in the bundle.")
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
@@ -143,8 +143,8 @@ def main(argv):
   if FROM_BUNDLE.value and (AVERAGE.value or STEP.value is not None):
     raise app.UsageError('--checkpoint_step and --average_steps pick '
                          'checkpoints of a --workdir, not of a bundle')
-  settings = {'output_highpass_hz': HIGHPASS.value,
-              'attenuation_limit_db': LIMIT.value, 'output_mask': MASK.value}
+  # The override flags are named as the settings they override.
+  settings = {name: flags.FLAGS[name].value for name in OUTPUT_SETTINGS}
   try:
     if WORKDIR.value:
       path, digest = bundle_run(WORKDIR.value, NAME.value, VERSION.value,

@@ -78,6 +78,13 @@ def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS,
 MASK_FFT = 1024
 
 
+def attenuation_floor(limit_db: float) -> float:
+  """The least gain an attenuation limit of ``limit_db`` allows (0: none)."""
+  if not limit_db:
+    return 0.0
+  return 10.0**(-limit_db / 20)
+
+
 def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
               n_fft: int = MASK_FFT) -> np.ndarray:
   """``noisy`` filtered by the gain that ``enhanced`` implies, per STFT bin.

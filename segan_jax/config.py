@@ -167,6 +167,13 @@ class Config:
   stft_weight: float = option(
       0.0, "Weight of the multi-resolution STFT magnitude loss in G's loss "
       "(and the autoencoder's).")
+  # Why: with --output_mask, G's waveform is not what is played; this scores
+  # what is (the input through G's gain), so G learns the gain it is used for.
+  mask_loss_weight: float = option(
+      0.0, "Weight in G's loss (and the autoencoder's) of the spectral loss "
+      'of the masked output: |G(x)| clipped per STFT bin to [g |x|, |x|] '
+      '(g: the attenuation limit), as --output_mask plays it, against '
+      '|clean| (0: off).')
   # A target for G that D winning outright does not flatten, unlike the
   # LSGAN term's.
   feature_matching_weight: float = option(
@@ -250,6 +257,9 @@ class Config:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
     if self.grad_clip_norm < 0:
       raise ValueError(f'grad_clip_norm must be >= 0, got {self.grad_clip_norm}')
+    if not self.mask_loss_weight >= 0.0:
+      raise ValueError('mask_loss_weight must be >= 0 (0: off), got '
+                       f'{self.mask_loss_weight}')
     if not self.attenuation_limit_db >= 0.0:
       raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
                        f'{self.attenuation_limit_db}')

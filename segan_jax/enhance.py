@@ -161,9 +161,7 @@ class WindowEnhancer:
   @property
   def noisy_share(self) -> float:
     """The share of the noisy input in the output (0: none)."""
-    if not self.attenuation_limit_db:
-      return 0.0
-    return 10.0**(-self.attenuation_limit_db / 20)
+    return audio.attenuation_floor(self.attenuation_limit_db)
 
   @property
   def source(self) -> str:

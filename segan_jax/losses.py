@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from segan_jax import audio
+
 
 def lsgan_discriminator_loss(real_logits: jax.Array,
                              fake_logits: jax.Array) -> jax.Array:
@@ -77,6 +79,14 @@ def stft_magnitude(signal: jax.Array, fft_size: int, hop: int) -> jax.Array:
   return jnp.sqrt(jnp.real(spectrum)**2 + jnp.imag(spectrum)**2 + 1e-7)
 
 
+def spectral_distance(predicted: jax.Array, wanted: jax.Array) -> jax.Array:
+  """Spectral convergence + log-magnitude L1 between two |STFT|s."""
+  convergence = (jnp.linalg.norm(wanted - predicted) /
+                 (jnp.linalg.norm(wanted) + 1e-7))
+  log_magnitude = jnp.mean(jnp.abs(jnp.log(wanted) - jnp.log(predicted)))
+  return convergence + log_magnitude
+
+
 def multi_resolution_stft_loss(prediction: jax.Array, target: jax.Array,
                                resolutions=STFT_RESOLUTIONS) -> jax.Array:
   """Spectral convergence + log-magnitude L1, averaged over resolutions.
@@ -89,8 +99,27 @@ def multi_resolution_stft_loss(prediction: jax.Array, target: jax.Array,
   for fft_size, hop in resolutions:
     predicted = stft_magnitude(prediction.astype(jnp.float32), fft_size, hop)
     wanted = stft_magnitude(target.astype(jnp.float32), fft_size, hop)
-    convergence = (jnp.linalg.norm(wanted - predicted) /
-                   (jnp.linalg.norm(wanted) + 1e-7))
-    log_magnitude = jnp.mean(jnp.abs(jnp.log(wanted) - jnp.log(predicted)))
-    total = total + convergence + log_magnitude
+    total = total + spectral_distance(predicted, wanted)
   return total / len(resolutions)
+
+
+def masked_output_loss(enhanced: jax.Array, noisy: jax.Array,
+                       clean: jax.Array, floor: float,
+                       fft_size: int = audio.MASK_FFT,
+                       hop: int = audio.MASK_FFT // 4) -> jax.Array:
+  """Spectral convergence + log-magnitude L1 of what ``--output_mask`` plays.
+
+  The mask filters the input by min(1, |E| / |X|), at least ``floor``, per
+  bin: the played magnitude is |E| clipped to [floor |X|, |X|]. That is
+  scored against |clean|, so G learns the gain it is used for; where |E|
+  leaves the range the gain is clipped and the term has no gradient (the
+  STFT term still pulls |E| toward |clean| there). The default frames are
+  the mask's (``audio.mask_with``: Hann, 75 % overlap).
+  """
+  def magnitude(signal):
+    return stft_magnitude(signal.astype(jnp.float32), fft_size, hop)
+
+  input_magnitude = magnitude(noisy)
+  played = jnp.clip(magnitude(enhanced), floor * input_magnitude,
+                    input_magnitude)
+  return spectral_distance(played, magnitude(clean))

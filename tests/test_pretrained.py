@@ -405,3 +405,30 @@ def test_unseen_voice_mix_writes_seeded_pairs_at_the_test_snrs(tmp_path):
     # Seeded: the same bytes again.
     assert ((outputs[0] / 'noisy' / name).read_bytes() ==
             (outputs[1] / 'noisy' / name).read_bytes())
+
+
+def test_unseen_voice_mix_speeds_the_voice_up(tmp_path):
+  _vbd('vbd_val'), _vbd('vbd_test')
+  script = REPO / 'experiments' / 'unseen_voice_mix.py'
+  run = subprocess.run(
+      [sys.executable, str(script), f'--data={SHARED_DATA}',
+       f'--output={tmp_path}', '--speed=1.25'],
+      capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  name = sorted(os.listdir(tmp_path / 'clean'))[0]
+  clean, _ = soundfile.read(tmp_path / 'clean' / name)
+  source, _ = soundfile.read(SHARED_DATA / 'vbd_val' / 'clean' /
+                             ('_'.join(name.split('_')[:2]) + '.wav'))
+  assert len(clean) == pytest.approx(len(source) / 1.25, abs=2)
+
+  def centroid(x):  # of the power: the voiced low band dominates it
+    spectrum = np.abs(np.fft.rfft(x))**2
+    return np.sum(np.fft.rfftfreq(len(x), 1 / 16000) * spectrum) / np.sum(
+        spectrum)
+
+  assert centroid(clean) == pytest.approx(1.25 * centroid(source), rel=0.08)
+  bad = subprocess.run(
+      [sys.executable, str(script), f'--data={SHARED_DATA}',
+       f'--output={tmp_path / "x"}', '--speed=3'],
+      capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and '--speed must be in [0.5, 2]' in bad.stderr

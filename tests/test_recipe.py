@@ -163,18 +163,62 @@ def test_stft_loss_is_zero_for_equal_signals_and_finite_at_silence():
   assert magnitude.shape == (2, 4096 // 128 + 1, 257)
 
 
-def test_stft_weight_adds_a_metric_and_changes_the_update():
-  config = _tiny(model='autoencoder')
+def test_masked_output_loss_scores_the_clipped_magnitude():
+  """|E| is clipped to [floor |X|, |X|] before it is scored, as the mask
+  plays it: above the input or below the floor, G's output does not matter."""
+  keys = jax.random.split(jax.random.key(0), 2)
+  clean = jax.random.normal(keys[0], (2, 4096))
+  noisy = clean + 0.5 * jax.random.normal(keys[1], (2, 4096))
+  # The input itself plays the input: a gain of 1 everywhere.
+  identity = float(losses.masked_output_loss(noisy, noisy, clean, 0.1))
+  assert float(losses.masked_output_loss(3.0 * noisy, noisy, clean,
+                                         0.1)) == pytest.approx(identity,
+                                                                rel=1e-5)
+  # Silence plays the input at the floor, whatever is below it.
+  floor = 0.2
+  silent = float(losses.masked_output_loss(jnp.zeros_like(noisy), noisy,
+                                           clean, floor))
+  assert float(losses.masked_output_loss(0.01 * floor * noisy, noisy, clean,
+                                         floor)) == pytest.approx(silent,
+                                                                  rel=1e-5)
+  fx = losses.stft_magnitude(noisy, 1024, 256)
+  expected = losses.spectral_distance(floor * fx,
+                                      losses.stft_magnitude(clean, 1024, 256))
+  assert silent == pytest.approx(float(expected), rel=1e-4)
+  # The clean signal is within range where |S| <= |X| and scores far better.
+  assert float(losses.masked_output_loss(clean, noisy, clean,
+                                         0.1)) < 0.5 * identity
+  # No gradient where the gain is clipped, some where it is not.
+  grad = jax.grad(lambda e: losses.masked_output_loss(e, noisy, clean, 0.1))
+  assert float(jnp.max(jnp.abs(grad(3.0 * noisy)))) == 0.0
+  assert float(jnp.max(jnp.abs(grad(0.5 * noisy)))) > 0.0
+
+
+@pytest.mark.parametrize('model', ['autoencoder', 'segan'])
+@pytest.mark.parametrize('weight,metric', [('stft_weight', 'g_stft'),
+                                           ('mask_loss_weight', 'g_mask')])
+def test_a_loss_weight_adds_its_term_and_metric(model, weight, metric):
+  config = _tiny(model=model, attenuation_limit_db=14, output_mask=True)
   batch = {'noisy': jax.random.normal(jax.random.key(1), (2, 1024)) * 0.1,
            'clean': jax.random.normal(jax.random.key(2), (2, 1024)) * 0.1}
   states = systems.create_states(config, jax.random.key(0))
   plain, m0 = train.make_train_step(config)(states, batch, jax.random.key(3))
-  with_stft, m1 = train.make_train_step(config.replace(stft_weight=1.0))(
+  weighted, m1 = train.make_train_step(config.replace(**{weight: 1.0}))(
       states, batch, jax.random.key(3))
-  assert 'g_stft' in m1 and 'g_stft' not in m0
-  assert float(m1['loss']) > float(m0['loss'])
+  assert metric in m1 and metric not in m0
+  loss = 'loss' if model == 'autoencoder' else 'g_loss'
+  assert float(m1[loss]) == pytest.approx(float(m0[loss]) + float(m1[metric]),
+                                          rel=1e-4)
   assert not np.allclose(plain['g'].params['enc_0']['kernel'],
-                         with_stft['g'].params['enc_0']['kernel'])
+                         weighted['g'].params['enc_0']['kernel'])
+
+
+def test_mask_loss_weight_is_checked():
+  with pytest.raises(ValueError, match='mask_loss_weight must be >= 0'):
+    _tiny(mask_loss_weight=-1.0)
+  with pytest.raises(ValueError, match='needs a model that enhances'):
+    gan = _tiny(model='gan', mask_loss_weight=1.0)
+    systems.of(gan).make_step(gan)
 
 
 def _real_windows(count, window):

@@ -9,6 +9,7 @@ import functools
 import flax.linen as nn
 import jax
 
+from segan_jax import audio
 from segan_jax import input_pipeline
 from segan_jax import losses
 from segan_jax import optimizers
@@ -48,6 +49,7 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
 
 
 def step(states, batch, rng, *, reconstruction: str, stft_weight: float = 0.0,
+         mask_loss_weight: float = 0.0, mask_floor: float = 0.0,
          axis_name: str | None = None):
   """One update of the denoising autoencoder."""
   del rng  # deterministic: no z, no dropout
@@ -57,8 +59,11 @@ def step(states, batch, rng, *, reconstruction: str, stft_weight: float = 0.0,
   def loss(params):
     enhanced = g_state.apply_fn({'params': params}, batch['noisy'])
     metrics = {'g_l1': losses.l1_loss(enhanced, batch['clean'])}
-    value = common.add_stft_term(loss_fn(enhanced, batch['clean']), enhanced,
-                                 batch['clean'], stft_weight, metrics)
+    value = common.add_mask_term(loss_fn(enhanced, batch['clean']), enhanced,
+                                 batch['noisy'], batch['clean'],
+                                 mask_loss_weight, mask_floor, metrics)
+    value = common.add_stft_term(value, enhanced, batch['clean'], stft_weight,
+                                 metrics)
     return value, metrics
 
   (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(
@@ -70,5 +75,8 @@ def step(states, batch, rng, *, reconstruction: str, stft_weight: float = 0.0,
 
 
 def make_step(config: Config):
-  return functools.partial(step, reconstruction=config.reconstruction_loss,
-                           stft_weight=config.stft_weight)
+  return functools.partial(
+      step, reconstruction=config.reconstruction_loss,
+      stft_weight=config.stft_weight,
+      mask_loss_weight=config.mask_loss_weight,
+      mask_floor=audio.attenuation_floor(config.attenuation_limit_db))

@@ -53,6 +53,20 @@ def add_stft_term(loss: jax.Array, signal: jax.Array, target: jax.Array,
   return loss + weight * stft
 
 
+def add_mask_term(loss: jax.Array, signal: jax.Array, noisy: jax.Array,
+                  target: jax.Array, weight: float, floor: float,
+                  metrics: Metrics) -> jax.Array:
+  """``loss + weight * masked_output_loss``; records it as g_mask.
+
+  With weight 0 the term is not computed at all (and not in the metrics).
+  """
+  if not weight:
+    return loss
+  masked = losses.masked_output_loss(signal, noisy, target, floor)
+  metrics['g_mask'] = masked
+  return loss + weight * masked
+
+
 def init_params(module: nn.Module, rng: jax.Array, *inputs: Any) -> Any:
   """The module's freshly initialised parameters (init compiled once)."""
   return jax.jit(module.init)(rng, *inputs)['params']

@@ -89,5 +89,8 @@ def step(states, batch, rng, *, latent_dim: int, gan_loss: str,
 
 
 def make_step(config: Config):
+  if config.mask_loss_weight:
+    raise ValueError('mask_loss_weight needs a model that enhances (segan '
+                     'or autoencoder); gan generates from z')
   return functools.partial(step, latent_dim=config.latent_dim,
                            gan_loss=config.gan_loss)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segan_jax import audio
 from segan_jax import input_pipeline
 from segan_jax import losses
 from segan_jax import models
@@ -107,6 +108,7 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
                adversarial_weight: float = 1.0, stft_weight: float = 0.0,
                feature_matching_weight: float = 0.0,
                d_input_noise: float = 0.0,
+               mask_loss_weight: float = 0.0, mask_floor: float = 0.0,
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -120,6 +122,8 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
       multi-resolution STFT loss in G's loss.
     feature_matching_weight: weight of the L1 distance between D's
       activations for (enhanced, noisy) and for (clean, noisy) in G's loss.
+    mask_loss_weight, mask_floor: weight of the loss of the masked output
+      (losses.masked_output_loss) in G's loss, and the mask's least gain.
     d_input_noise: std of the instance noise added to the first signal of
       every pair D sees (the same draw for a window in D's and G's update).
     latent_shape: shape of z per example, or None for a G without z.
@@ -191,6 +195,8 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
       matching = losses.feature_matching_loss(fake_features, real_features)
       metrics['g_feature_matching'] = matching
       total = total + feature_matching_weight * matching
+    total = common.add_mask_term(total, signal, noisy, clean,
+                                 mask_loss_weight, mask_floor, metrics)
     return common.add_stft_term(total, signal, clean, stft_weight,
                                 metrics), metrics
 
@@ -213,4 +219,6 @@ def make_step(config: Config):
       stft_weight=config.stft_weight,
       feature_matching_weight=config.feature_matching_weight,
       d_input_noise=config.d_input_noise,
+      mask_loss_weight=config.mask_loss_weight,
+      mask_floor=audio.attenuation_floor(config.attenuation_limit_db),
       latent_shape=latent_shape(config))

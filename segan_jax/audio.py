@@ -85,21 +85,45 @@ def attenuation_floor(limit_db: float) -> float:
   return 10.0**(-limit_db / 20)
 
 
+def mask_gain(x: np.ndarray, e: np.ndarray,
+              oversubtraction: float = 0.0) -> np.ndarray:
+  """The gain per STFT bin that G's output ``e`` implies for the input ``x``.
+
+  With ``oversubtraction`` 0, the ratio min(1, |e| / |x|). With α > 0, the
+  Wiener gain |e|² / (|e|² + α |x − e|²): what G removed, x − e, taken as the
+  noise estimate and weighted by α (over-subtraction, as in spectral
+  subtraction), so that a bin G only partly cleaned is attenuated further.
+  Both lie in [0, 1]. A bin where the input is silent stays silent whatever
+  its gain.
+  """
+  if not oversubtraction >= 0.0:
+    raise ValueError(f'mask oversubtraction must be >= 0 (0: the ratio '
+                     f'gain), got {oversubtraction}')
+  if not oversubtraction:
+    return np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
+  speech = np.abs(e)**2
+  total = speech + oversubtraction * np.abs(x - e)**2
+  return np.where(total > 0, speech / np.maximum(total, 1e-30), 1.0)
+
+
 def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
-              n_fft: int = MASK_FFT) -> np.ndarray:
+              n_fft: int = MASK_FFT, oversubtraction: float = 0.0
+              ) -> np.ndarray:
   """``noisy`` filtered by the gain that ``enhanced`` implies, per STFT bin.
 
-  The gain is min(1, |E| / |X|) (E, X: the STFTs of ``enhanced`` and
-  ``noisy``), at least ``floor``. The result keeps the input's phase and fine
-  structure and only attenuates it, so where G distorts a voice it has not
-  learned, the distortion does not reach the output; what G removes, it
-  still removes. A gain of 1 everywhere gives ``noisy`` back exactly.
+  The gain is `mask_gain` of the STFTs of ``noisy`` and ``enhanced`` (the
+  ratio min(1, |E| / |X|), or the Wiener gain with ``oversubtraction``), at
+  least ``floor``. The result keeps the input's phase and fine structure and
+  only attenuates it, so where G distorts a voice it has not learned, the
+  distortion does not reach the output; what G removes, it still removes. A
+  gain of 1 everywhere gives ``noisy`` back exactly.
 
   Args:
     noisy: signals ``[..., T]``.
     enhanced: G's outputs for them, the same shape.
     floor: the least gain (the attenuation limit; 0: none).
     n_fft: frame length (Hann, 75 % overlap).
+    oversubtraction: 0 for the ratio gain; α > 0 for the Wiener gain.
 
   Returns:
     Float32 signals of ``noisy``'s shape.
@@ -116,9 +140,7 @@ def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
   frames = dict(nperseg=n_fft, noverlap=3 * n_fft // 4, window='hann')
   _, _, x = signal.stft(noisy, axis=-1, **frames)
   _, _, e = signal.stft(enhanced, axis=-1, **frames)
-  # Bins where the input is silent stay silent whatever their gain.
-  gain = np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
-  gain = np.maximum(gain, floor)
+  gain = np.maximum(mask_gain(x, e, oversubtraction), floor)
   _, y = signal.istft(gain * x, time_axis=-1, freq_axis=-2, **frames)
   return y[..., :length].astype(np.float32)
 

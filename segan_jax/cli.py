@@ -114,11 +114,13 @@ def _enhancer_options() -> dict:
   batches, from the flags."""
   limit = flags.FLAGS['attenuation_limit_db']
   mask = flags.FLAGS['output_mask']
+  gain = flags.FLAGS['mask_oversubtraction']
   return {'batch_size': f.ENHANCE_BATCH_SIZE.value, 'seed': flags.FLAGS.seed,
           'overlap': float(f.ENHANCE_OVERLAP.value),
-          # The model's own limit unless the command line gives one.
+          # The model's own settings unless the command line gives them.
           'attenuation_limit_db': limit.value if limit.present else None,
-          'output_mask': mask.value if mask.present else None}
+          'output_mask': mask.value if mask.present else None,
+          'mask_oversubtraction': gain.value if gain.present else None}
 
 
 def _enhance(enhancer, origin: str) -> None:

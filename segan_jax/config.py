@@ -138,6 +138,16 @@ class Config:
       "attenuation limit, instead of G's waveform. Saved with the run: its "
       'enhance, evaluate and validation use it; --mode=enhance or evaluate '
       'may override it.')
+  # Why: the ratio gain keeps a bin that G cleaned only in part at G's level;
+  # counting what G removed as noise, over-weighted, attenuates such bins
+  # further without synthesising anything (docs/recipes.md, "The Wiener
+  # gain").
+  mask_oversubtraction: float = option(
+      0.0, 'With --output_mask, the gain per bin: 0 for the ratio min(1, '
+      '|G(x)| / |x|); a > 0 for the Wiener gain |G(x)|^2 / (|G(x)|^2 + a |x - '
+      'G(x)|^2), what G removed taken as noise and weighted by a. Saved with '
+      'the run like --output_mask; --mode=enhance or evaluate may override '
+      'it. --mask_loss_weight trains with the ratio gain either way.')
 
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')
@@ -260,6 +270,9 @@ class Config:
     if not self.mask_loss_weight >= 0.0:
       raise ValueError('mask_loss_weight must be >= 0 (0: off), got '
                        f'{self.mask_loss_weight}')
+    if not self.mask_oversubtraction >= 0.0:
+      raise ValueError('mask_oversubtraction must be >= 0 (0: the ratio '
+                       f'gain), got {self.mask_oversubtraction}')
     if not self.attenuation_limit_db >= 0.0:
       raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
                        f'{self.attenuation_limit_db}')

@@ -141,10 +141,13 @@ class WindowEnhancer:
   def __init__(self, window: int, preemphasis: float,
                output_highpass_hz: float, batch_size: int,
                overlap: float = 0.0, attenuation_limit_db: float = 0.0,
-               output_mask: bool = False):
+               output_mask: bool = False, mask_oversubtraction: float = 0.0):
     if attenuation_limit_db < 0:
       raise ValueError('--attenuation_limit_db must be >= 0 (0: no limit), '
                        f'got {attenuation_limit_db}')
+    if not mask_oversubtraction >= 0:
+      raise ValueError('--mask_oversubtraction must be >= 0 (0: the ratio '
+                       f'gain), got {mask_oversubtraction}')
     if batch_size < 1:
       raise ValueError(f'--enhance_batch_size must be positive, got '
                        f'{batch_size}')
@@ -156,6 +159,7 @@ class WindowEnhancer:
     self.output_highpass_hz = output_highpass_hz
     self.attenuation_limit_db = attenuation_limit_db
     self.output_mask = bool(output_mask)
+    self.mask_oversubtraction = float(mask_oversubtraction)
     self.batch_size = batch_size
 
   @property
@@ -220,19 +224,22 @@ class Enhancer(WindowEnhancer):
   def __init__(self, generator: TrainedGenerator, batch_size: int = 8,
                seed: int = 0, overlap: float = 0.0,
                attenuation_limit_db: float | None = None,
-               output_mask: bool | None = None):
+               output_mask: bool | None = None,
+               mask_oversubtraction: float | None = None):
     config = generator.config
     if attenuation_limit_db is None:  # the run's (or bundle's) own
       attenuation_limit_db = config.attenuation_limit_db
     if output_mask is None:
       output_mask = config.output_mask
+    if mask_oversubtraction is None:
+      mask_oversubtraction = config.mask_oversubtraction
     if batch_size < 1 or batch_size % jax.local_device_count():
       raise ValueError(f'--enhance_batch_size must be a positive multiple of '
                        f'the {jax.local_device_count()} device(s), got '
                        f'{batch_size}')
     super().__init__(config.window, config.preemphasis,
                      config.output_highpass_hz, batch_size, overlap,
-                     attenuation_limit_db, output_mask)
+                     attenuation_limit_db, output_mask, mask_oversubtraction)
     self.generator = generator
     self.config = config
     # Windows are batched onto this process's devices: the batch is split
@@ -269,7 +276,7 @@ class Enhancer(WindowEnhancer):
 
     ``Enhancer.from_pretrained().enhance_file('noisy.wav', 'clean.wav')``.
     ``kwargs`` go to the constructor (batch_size, seed, overlap,
-    attenuation_limit_db, output_mask).
+    attenuation_limit_db, output_mask, mask_oversubtraction).
     """
     return cls(restore_pretrained(name), **kwargs)
 
@@ -365,7 +372,8 @@ class SignalStream:
     if self.enhancer.output_mask:
       # On the pre-emphasised windows: the gain of a bin is a ratio of two
       # signals through the same filter, so it is the de-emphasised one's.
-      y = audio.mask_with(windows, y, floor=share)
+      y = audio.mask_with(windows, y, floor=share,
+                          oversubtraction=self.enhancer.mask_oversubtraction)
     elif share:
       # Linear, like the filters after it: mixing each window equals mixing
       # the restored signals.

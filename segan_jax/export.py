@@ -99,10 +99,12 @@ def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
                            'back: out = (1 - g) * enhanced + g * input, '
                            'g = 10**(-attenuation_limit_db / 20); 0: off',
       'output_mask': bool(config.output_mask),
+      'mask_oversubtraction': float(config.mask_oversubtraction),
       'mask': 'when output_mask: instead of the mix, the caller filters each '
-              'input window by min(1, |STFT(enhanced)| / |STFT(input)|) per '
-              'bin, at least g (1024-point Hann frames, hop 256; '
-              'segan_jax.audio.mask_with)',
+              'input window X by a gain per bin, at least g (1024-point Hann '
+              'frames, hop 256; segan_jax.audio.mask_with): with E = '
+              'STFT(enhanced), min(1, |E| / |X|) when mask_oversubtraction '
+              'is 0, else |E|^2 / (|E|^2 + mask_oversubtraction * |X - E|^2)',
       'windowing': 'the paper: consecutive windows without overlap, the last '
                    'zero-padded; 50 % Hann overlap-add also works',
       'config': config.to_dict(),
@@ -354,19 +356,23 @@ class ExportedEnhancer(enhance.WindowEnhancer):
   def __init__(self, path: str, batch_size: int = 8, seed: int = 0,
                overlap: float = 0.0,
                attenuation_limit_db: float | None = None,
-               output_mask: bool | None = None):
+               output_mask: bool | None = None,
+               mask_oversubtraction: float | None = None):
     self.program = load_program(path)
     terms = self.program.contract
     if attenuation_limit_db is None:  # the model's own; older files: none
       attenuation_limit_db = float(terms.get('attenuation_limit_db', 0.0))
     if output_mask is None:
       output_mask = bool(terms.get('output_mask', False))
+    if mask_oversubtraction is None:  # older files: the ratio gain
+      mask_oversubtraction = float(terms.get('mask_oversubtraction', 0.0))
     super().__init__(window=int(terms['window']),
                      preemphasis=float(terms['preemphasis']),
                      output_highpass_hz=float(terms['output_highpass_hz']),
                      batch_size=batch_size, overlap=overlap,
                      attenuation_limit_db=attenuation_limit_db,
-                     output_mask=output_mask)
+                     output_mask=output_mask,
+                     mask_oversubtraction=mask_oversubtraction)
     self.engine = terms['engine']
     self.path = path
     self._source = f'{self.engine} export {path} of the {terms["source"]}'

@@ -145,3 +145,35 @@ def test_mask_with_gives_the_input_back_at_unit_gain_and_checks_shapes():
     audio.mask_with(x, x[:, :2048])
   with pytest.raises(ValueError, match='at least that long'):
     audio.mask_with(x[:, :512], x[:, :512])
+
+
+def test_wiener_gain_counts_what_g_removed_as_noise():
+  x = np.array([1.0, 1.0, 1.0, 2.0, 0.0, 0.0], np.complex64)
+  e = np.array([1.0, 0.5, 0.0, 1.0, 0.0, 1.0], np.complex64)
+  # |e|^2 / (|e|^2 + a |x - e|^2), per bin; silent bins get 1.
+  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0),
+                             [1.0, 0.5, 0.0, 0.5, 1.0, 0.5], atol=1e-6)
+  np.testing.assert_allclose(audio.mask_gain(x, e, 3.0),
+                             [1.0, 0.25, 0.0, 0.25, 1.0, 0.25], atol=1e-6)
+  # 0 is the ratio gain min(1, |e| / |x|) (a silent input's bins: 0 or 1).
+  np.testing.assert_allclose(audio.mask_gain(x, e, 0.0)[[0, 1, 2, 3, 5]],
+                             [1.0, 0.5, 0.0, 0.5, 1.0], atol=1e-6)
+  with pytest.raises(ValueError, match='oversubtraction must be >= 0'):
+    audio.mask_gain(x, e, -1.0)
+
+  rng = np.random.default_rng(2)
+  noisy = rng.normal(size=(2, 4096)).astype(np.float32)
+  # G that keeps half of the input: more over-subtraction attenuates more,
+  # and the floor still bounds it; G's exact input passes at any weight.
+  half = 0.5 * noisy
+  energies = [np.sum(audio.mask_with(noisy, half, oversubtraction=a)**2)
+              for a in (0.5, 1.0, 3.0, 6.0)]
+  assert all(a > b for a, b in zip(energies, energies[1:]))
+  np.testing.assert_allclose(
+      audio.mask_with(noisy, half, oversubtraction=3.0), 0.25 * noisy,
+      atol=1e-4)
+  np.testing.assert_allclose(
+      audio.mask_with(noisy, half, floor=0.5, oversubtraction=3.0),
+      0.5 * noisy, atol=1e-4)
+  np.testing.assert_allclose(
+      audio.mask_with(noisy, noisy, oversubtraction=6.0), noisy, atol=1e-5)

@@ -118,6 +118,35 @@ def test_output_mask_filters_the_input_by_gs_gain(overlap):
       _band_energy(noise, 100, 1500), rel=0.05)
 
 
+class HalvingEnhancer(enhance.WindowEnhancer):
+  """G that keeps half of each window: a gain of 0.5 on every bin."""
+
+  def __init__(self, overlap=0.0, **kwargs):
+    super().__init__(4096, preemphasis=0.95, output_highpass_hz=0.0,
+                     batch_size=4, overlap=overlap, output_mask=True, **kwargs)
+
+  def enhance_batch(self, batch, index):
+    return 0.5 * batch
+
+
+@pytest.mark.parametrize('overlap', [0.0, 0.5])
+def test_mask_oversubtraction_picks_the_wiener_gain(overlap):
+  x = speechlike(16000, 2.3, 1)[:, 0]
+  # The ratio gain is |E| / |X| = 0.5; the Wiener gain with a = 3 is
+  # 0.25 / (0.25 + 3 * 0.25) = 0.25, bounded below by the limit.
+  np.testing.assert_allclose(HalvingEnhancer(overlap).enhance_signal(x),
+                             0.5 * x, atol=1e-4)
+  np.testing.assert_allclose(
+      HalvingEnhancer(overlap, mask_oversubtraction=3.0).enhance_signal(x),
+      0.25 * x, atol=1e-4)
+  np.testing.assert_allclose(
+      HalvingEnhancer(overlap, mask_oversubtraction=3.0,
+                      attenuation_limit_db=20 * np.log10(1 / 0.4)
+                      ).enhance_signal(x), 0.4 * x, atol=1e-4)
+  with pytest.raises(ValueError, match='--mask_oversubtraction must be >= 0'):
+    HalvingEnhancer(mask_oversubtraction=-1.0)
+
+
 def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
   soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
   umask = os.umask(0o022)

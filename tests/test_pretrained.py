@@ -68,13 +68,16 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   workdir, _ = trained
   path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path),
                               output_highpass_hz=20.0,
-                              attenuation_limit_db=14.0, output_mask=True)
+                              attenuation_limit_db=14.0, output_mask=True,
+                              mask_oversubtraction=3.0)
   config = pretrained.load(path).config
   assert (config.output_highpass_hz, config.attenuation_limit_db,
-          config.output_mask) == (20.0, 14.0, True)
+          config.output_mask, config.mask_oversubtraction) == (
+              20.0, 14.0, True, 3.0)
   config = enhance.restore_generator(workdir).config
   assert (config.output_highpass_hz, config.attenuation_limit_db,
-          config.output_mask) == (0.0, 0.0, False)
+          config.output_mask, config.mask_oversubtraction) == (
+              0.0, 0.0, False, 0.0)
   # Enhancers take the bundle's limit, unless given one.
   assert segan_jax.Enhancer.from_pretrained(path).noisy_share == (
       pytest.approx(10**(-14 / 20)))
@@ -83,6 +86,12 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   assert segan_jax.Enhancer.from_pretrained(path).output_mask
   assert not segan_jax.Enhancer.from_pretrained(
       path, output_mask=False).output_mask
+  assert segan_jax.Enhancer.from_pretrained(path).mask_oversubtraction == 3.0
+  assert segan_jax.Enhancer.from_pretrained(
+      path, mask_oversubtraction=0.0).mask_oversubtraction == 0.0
+  with pytest.raises(ValueError, match='mask_oversubtraction must be >= 0'):
+    bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
+                      mask_oversubtraction=-1.0)
   # Only output settings: the model is what was trained.
   with pytest.raises(ValueError, match='not encoder_features'):
     bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
@@ -230,6 +239,28 @@ def test_cli_enhances_and_evaluates_without_workdir(tiny_bundle, tmp_path):
   masked = soundfile.read(str(masked / 'a.wav'))[0]
   assert np.sum(masked**2) <= 1.01 * np.sum(noisy**2)
   assert np.abs(masked - soundfile.read(str(limited / 'a.wav'))[0]).max() > 1e-4
+  # --mask_oversubtraction: the Wiener gain instead of the ratio (no limit,
+  # which would hide the difference where this untrained G removes most).
+  gains = {}
+  for oversubtraction in (0, 3):
+    gains[oversubtraction] = tmp_path / f'gain{oversubtraction}'
+    run = subprocess.run(
+        command[:-2] + [f'--output={gains[oversubtraction]}', command[-1],
+                        '--output_mask',
+                        f'--mask_oversubtraction={oversubtraction}'],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+  ratio, wiener = (soundfile.read(str(gains[a] / 'a.wav'))[0] for a in (0, 3))
+  # Where G keeps less than 3/4 of a bin, the Wiener gain (a = 3) is below
+  # the ratio; this G keeps almost nothing.
+  assert 0 < np.sum(wiener**2) < 0.5 * np.sum(ratio**2)
+  assert np.sum(ratio**2) <= 1.01 * np.sum(noisy**2)
+  run = subprocess.run(command + ['--mask_oversubtraction=-1'],
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 2
+  assert 'mask_oversubtraction must be >= 0' in run.stderr.strip(
+      ).splitlines()[-1]
+  assert 'Traceback' not in run.stderr
   # A step of a bundle is an error, not silently ignored.
   run = subprocess.run(command + ['--checkpoint_step=3'], capture_output=True,
                        text=True, timeout=300)

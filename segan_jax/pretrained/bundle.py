@@ -9,7 +9,7 @@ takes the run's best checkpoint (or --checkpoint_step, or the mean of G over
 The model card beside them is written by hand from the run's figures.
 --from_bundle=NAME_OR_FOLDER instead of --workdir writes a bundle's G again
 with other output settings (--output_highpass_hz, --attenuation_limit_db,
---output_mask).
+--output_mask, --mask_oversubtraction).
 """
 
 from __future__ import annotations
@@ -49,13 +49,17 @@ flags.DEFINE_float(
     '(dB; 0: no limit) in the bundle, e.g. as chosen on a validation folder.')
 flags.DEFINE_bool(
     'output_mask', None, "Override the run's --output_mask in the bundle.")
+flags.DEFINE_float(
+    'mask_oversubtraction', None, "Override the run's --mask_oversubtraction "
+    '(0: the ratio gain; a > 0: the Wiener gain) in the bundle.')
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
 
 
 # Settings of how G's output becomes audio, which a bundle may change (None:
 # keep the run's); the model's own fields stay as trained.
-OUTPUT_SETTINGS = ('output_highpass_hz', 'attenuation_limit_db', 'output_mask')
+OUTPUT_SETTINGS = ('output_highpass_hz', 'attenuation_limit_db', 'output_mask',
+                   'mask_oversubtraction')
 
 
 def bundle_run(workdir: str, name: str, version: str, root: str,

@@ -226,8 +226,9 @@ class Config:
   # --- Runs: warm start, checkpoints, validation, devices ---------------------
   init_from: str | None = option(
       None, 'Warm start: WORKDIR or WORKDIR:STEP of another run whose G (and '
-      'D, when both have one) start this one; ignored once this run has its '
-      'own checkpoint (it then resumes from that).')
+      'D, when both have one) start this one, or pretrained[:NAME_OR_FOLDER] '
+      'for the G of a bundled pretrained model (D then starts fresh); ignored '
+      'once this run has its own checkpoint (it then resumes from that).')
   vbn_reference_size: int = option(
       32, "Windows in D's virtual batch norm reference batch.")
   checkpoint_every_epochs: int = option(

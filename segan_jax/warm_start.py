@@ -1,7 +1,9 @@
-"""Warm start (--init_from): a run's G (and D) from another run's checkpoint.
+"""Warm start (--init_from): a run's G (and D) from another run's checkpoint,
+or its G from a bundled pretrained model.
 
-``--init_from=WORKDIR[:STEP]`` names the checkpoint; its parameters are
-copied leaf by leaf into this run's fresh train states (``warm_start``).
+``--init_from=WORKDIR[:STEP]`` names the checkpoint, ``--init_from=pretrained``
+(or ``pretrained:NAME_OR_FOLDER``) a bundle; the parameters are copied leaf
+by leaf into this run's fresh train states (``warm_start``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flax import traverse_util
 
 from segan_jax import best_checkpoint
 from segan_jax import checkpoints
+from segan_jax import pretrained
 from segan_jax import systems
 from segan_jax.checkpoints import CheckpointError
 from segan_jax.config import Config
@@ -24,6 +27,19 @@ from segan_jax.config import Config
 # The one layer whose kernel may grow: SEGAN's first decoder layer reads the
 # code with z concatenated after it ([K, Cin + Cz, Cout]).
 _Z_INPUT_LAYER = 'dec_0'
+
+
+# --init_from=pretrained[:NAME_OR_FOLDER]: a bundle, not a run.
+PRETRAINED_PREFIX = 'pretrained'
+
+
+def bundle_of(spec: str) -> str | None:
+  """The bundle (name or folder) that ``spec`` names, or None for a run."""
+  if spec == PRETRAINED_PREFIX:
+    return pretrained.DEFAULT
+  if spec.startswith(PRETRAINED_PREFIX + ':'):
+    return spec[len(PRETRAINED_PREFIX) + 1:] or pretrained.DEFAULT
+  return None
 
 
 def parse_init_from(spec: str) -> tuple[str, int | None]:
@@ -41,9 +57,16 @@ def check_init_from(spec: str) -> tuple[str, int | None]:
   for a STEP only kept as its best, ``WORKDIR/best``; raises
   CheckpointError (one line).
   """
+  bundle = bundle_of(spec)
+  if bundle is not None:
+    try:
+      return pretrained.bundle_dir(bundle), None
+    except pretrained.PretrainedError as e:
+      raise CheckpointError(f'--init_from={spec}: {e}') from None
   workdir, step = parse_init_from(spec)
   if not workdir:
-    raise CheckpointError('--init_from is empty; give WORKDIR or WORKDIR:STEP')
+    raise CheckpointError('--init_from is empty; give WORKDIR, WORKDIR:STEP '
+                          'or pretrained[:NAME]')
   directory = checkpoints.checkpoint_dir(workdir)
   if not os.path.isdir(workdir):
     raise CheckpointError(f'--init_from={spec}: no such run folder {workdir}')
@@ -64,28 +87,33 @@ def check_init_from(spec: str) -> tuple[str, int | None]:
 def load_init_states(spec: str, config: Config):
   """The train states of the run named by ``--init_from`` (host numpy).
 
-  Returns ``(states, source_config, step, directory)``: the newest readable
-  checkpoint of that run (or the one of STEP; ``directory`` holds it),
-  restored with that run's own config.
+  Returns ``(states, source_config, step, where)``: the newest readable
+  checkpoint of that run (or the one of STEP; ``where`` is its folder and
+  step), restored with that run's own config; for a bundle, G's parameters
+  alone (``{'g': ...}``) and the bundle's config.
   Raises CheckpointError when there is none or its model kind cannot start
   this run's.
   """
   folder, step = check_init_from(spec)
+  if bundle_of(spec) is not None:
+    try:
+      bundle = pretrained.load(folder)  # checksum checked
+    except pretrained.PretrainedError as e:
+      raise CheckpointError(f'--init_from={spec}: {e}') from None
+    _check_family(spec, bundle.source, bundle.config, config)
+    # G only: a bundle holds no D, which then starts fresh.
+    return ({'g': _Params(bundle.params)}, bundle.config, bundle.step,
+            bundle.source)
   ckpt = checkpoints.Checkpointer(folder, create=False)
 
   def load(step):
     source = checkpoints.config_from_meta(ckpt.read_meta(step))
-    if (systems.of(source).WARM_START_FAMILY !=
-        systems.of(config).WARM_START_FAMILY):
-      raise CheckpointError(
-          f'--init_from={spec}: {ckpt.directory}/{step} holds a '
-          f'{source.model} model, which cannot start a {config.model} run '
-          '(segan and autoencoder start each other; gan only gan)')
+    _check_family(spec, f'{ckpt.directory}/{step}', source, config)
     template = jax.device_get(jax.eval_shape(
         lambda: systems.create_states(source, jax.random.key(0))))
     states, _, _ = ckpt.restore(template, jax.random.key(0), source,
                                 step=step)
-    return states, source, step, ckpt.directory
+    return states, source, step, f'{ckpt.directory}/{step}'
 
   try:
     if step is not None:
@@ -93,6 +121,23 @@ def load_init_states(spec: str, config: Config):
     return ckpt.newest_readable(load, move_aside=False)
   finally:
     ckpt.close()
+
+
+class _Params:
+  """A train state's stand-in: the parameters alone (a bundle's G)."""
+
+  def __init__(self, params: Any):
+    self.params = params
+
+
+def _check_family(spec: str, where: str, source: Config,
+                  config: Config) -> None:
+  if (systems.of(source).WARM_START_FAMILY !=
+      systems.of(config).WARM_START_FAMILY):
+    raise CheckpointError(
+        f'--init_from={spec}: {where} holds a {source.model} model, which '
+        f'cannot start a {config.model} run (segan and autoencoder start '
+        'each other; gan only gan)')
 
 
 def transfer_params(target: Any, source: Any, *, where: str,
@@ -154,10 +199,9 @@ def warm_start(states: dict[str, Any], config: Config
   ``(states, info)``, info saying what was loaded from where.
   """
   spec = config.init_from
-  source_states, source_config, step, directory = load_init_states(spec,
-                                                                   config)
+  source_states, source_config, step, where = load_init_states(spec, config)
   states = dict(states)
-  info = {'checkpoint': f'{directory}/{step}', 'step': int(step),
+  info = {'checkpoint': where, 'step': int(step),
           'model': source_config.model, 'loaded': {}, 'fresh': []}
   for name in sorted(states):
     if name not in source_states:

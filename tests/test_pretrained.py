@@ -195,6 +195,41 @@ def test_altered_params_give_one_line_checksum_error(tiny_bundle, tmp_path):
     pretrained.load(str(altered))
 
 
+def test_init_from_pretrained_starts_g_from_the_bundle(tiny_bundle, tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from segan_jax import systems  # pylint: disable=g-import-not-at-top
+  from segan_jax import warm_start  # pylint: disable=g-import-not-at-top
+  _, path, _ = tiny_bundle
+  loaded = pretrained.load(path)
+  config = dataclasses.replace(loaded.config, init_from=f'pretrained:{path}')
+  fresh = jax.device_get(systems.create_states(config, jax.random.key(7)))
+  states, info = warm_start.warm_start(fresh, config)
+  # G is the bundle's (as stored, float16 precision); D starts fresh.
+  names, values = _leaves(states['g'].params)
+  bundled = dict(zip(*_leaves(loaded.params)))
+  for name, value in zip(names, values):
+    np.testing.assert_array_equal(value, bundled[name], err_msg=name)
+  assert info['fresh'] == ['d'] and info['checkpoint'] == loaded.source
+  _, d_fresh = _leaves(fresh['d'].params)
+  _, d_after = _leaves(states['d'].params)
+  for before, after in zip(d_fresh, d_after):
+    np.testing.assert_array_equal(before, after)
+  # A bundle that is not there, or of another size, is one line.
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"^--init_from=pretrained:nope: no pretrained "
+                     r"model 'nope'"):
+    warm_start.check_init_from('pretrained:nope')
+  wider = dataclasses.replace(config, model_size='demo')
+  with pytest.raises(checkpoints.CheckpointError, match='has shape'):
+    warm_start.warm_start(
+        jax.device_get(jax.eval_shape(
+            lambda: systems.create_states(wider, jax.random.key(0)))), wider)
+  # The bundled model by default.
+  assert warm_start.bundle_of('pretrained') == pretrained.DEFAULT
+  assert warm_start.bundle_of('workdirs/run:5') is None
+
+
 def test_unknown_bundle_names_the_bundled_ones():
   with pytest.raises(pretrained.PretrainedError,
                      match=f"no pretrained model 'nope'.*{pretrained.DEFAULT}"):

@@ -112,15 +112,14 @@ def run(mode: str) -> None:
 def _enhancer_options() -> dict:
   """How either engine (a checkpoint's G, an exported file) windows and
   batches, from the flags."""
-  limit = flags.FLAGS['attenuation_limit_db']
-  mask = flags.FLAGS['output_mask']
-  gain = flags.FLAGS['mask_oversubtraction']
-  return {'batch_size': f.ENHANCE_BATCH_SIZE.value, 'seed': flags.FLAGS.seed,
-          'overlap': float(f.ENHANCE_OVERLAP.value),
-          # The model's own settings unless the command line gives them.
-          'attenuation_limit_db': limit.value if limit.present else None,
-          'output_mask': mask.value if mask.present else None,
-          'mask_oversubtraction': gain.value if gain.present else None}
+  options = {'batch_size': f.ENHANCE_BATCH_SIZE.value,
+             'seed': flags.FLAGS.seed,
+             'overlap': float(f.ENHANCE_OVERLAP.value)}
+  # The model's own output settings unless the command line gives them.
+  for name in ('attenuation_limit_db', 'output_mask', 'mask_oversubtraction'):
+    flag = flags.FLAGS[name]
+    options[name] = flag.value if flag.present else None
+  return options
 
 
 def _enhance(enhancer, origin: str) -> None:

@@ -84,13 +84,14 @@ def check_init_from(spec: str) -> tuple[str, int | None]:
   return workdir, step
 
 
-def load_init_states(spec: str, config: Config):
-  """The train states of the run named by ``--init_from`` (host numpy).
+def load_init_params(spec: str, config: Config):
+  """The parameters of each network that ``--init_from`` names (host numpy).
 
-  Returns ``(states, source_config, step, where)``: the newest readable
-  checkpoint of that run (or the one of STEP; ``where`` is its folder and
-  step), restored with that run's own config; for a bundle, G's parameters
-  alone (``{'g': ...}``) and the bundle's config.
+  Returns ``(params, source_config, step, where)``: ``params`` maps a
+  network ('g', 'd') to its parameters, from the newest readable checkpoint
+  of that run (or the one of STEP; ``where`` is its folder and step),
+  restored with that run's own config; for a bundle, G's alone and the
+  bundle's config.
   Raises CheckpointError when there is none or its model kind cannot start
   this run's.
   """
@@ -102,8 +103,7 @@ def load_init_states(spec: str, config: Config):
       raise CheckpointError(f'--init_from={spec}: {e}') from None
     _check_family(spec, bundle.source, bundle.config, config)
     # G only: a bundle holds no D, which then starts fresh.
-    return ({'g': _Params(bundle.params)}, bundle.config, bundle.step,
-            bundle.source)
+    return {'g': bundle.params}, bundle.config, bundle.step, bundle.source
   ckpt = checkpoints.Checkpointer(folder, create=False)
 
   def load(step):
@@ -113,7 +113,8 @@ def load_init_states(spec: str, config: Config):
         lambda: systems.create_states(source, jax.random.key(0))))
     states, _, _ = ckpt.restore(template, jax.random.key(0), source,
                                 step=step)
-    return states, source, step, f'{ckpt.directory}/{step}'
+    params = {name: state.params for name, state in states.items()}
+    return params, source, step, f'{ckpt.directory}/{step}'
 
   try:
     if step is not None:
@@ -121,13 +122,6 @@ def load_init_states(spec: str, config: Config):
     return ckpt.newest_readable(load, move_aside=False)
   finally:
     ckpt.close()
-
-
-class _Params:
-  """A train state's stand-in: the parameters alone (a bundle's G)."""
-
-  def __init__(self, params: Any):
-    self.params = params
 
 
 def _check_family(spec: str, where: str, source: Config,
@@ -199,17 +193,17 @@ def warm_start(states: dict[str, Any], config: Config
   ``(states, info)``, info saying what was loaded from where.
   """
   spec = config.init_from
-  source_states, source_config, step, where = load_init_states(spec, config)
+  source_params, source_config, step, where = load_init_params(spec, config)
   states = dict(states)
   info = {'checkpoint': where, 'step': int(step),
           'model': source_config.model, 'loaded': {}, 'fresh': []}
   for name in sorted(states):
-    if name not in source_states:
+    if name not in source_params:
       info['fresh'].append(name)
       continue
     state = states[name]
     params, copied, padded = transfer_params(
-        state.params, source_states[name].params, where=spec,
+        state.params, source_params[name], where=spec,
         network=name.upper())
     states[name] = state.replace(params=params,
                                  opt_state=state.tx.init(params))

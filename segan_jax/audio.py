@@ -9,6 +9,7 @@ import os
 import numpy as np
 import soundfile
 import soxr
+from scipy import ndimage
 from scipy import signal
 
 SAMPLE_RATE = 16000
@@ -85,30 +86,48 @@ def attenuation_floor(limit_db: float) -> float:
   return 10.0**(-limit_db / 20)
 
 
-def mask_gain(x: np.ndarray, e: np.ndarray,
-              oversubtraction: float = 0.0) -> np.ndarray:
+def mask_gain(x: np.ndarray, e: np.ndarray, oversubtraction: float = 0.0,
+              noise_frames: int = 1) -> np.ndarray:
   """The gain per STFT bin that G's output ``e`` implies for the input ``x``.
 
   With ``oversubtraction`` 0, the ratio min(1, |e| / |x|). With α > 0, the
-  Wiener gain |e|² / (|e|² + α |x − e|²): what G removed, x − e, taken as the
+  Wiener gain |e|² / (|e|² + α N): what G removed, N = |x − e|², taken as the
   noise estimate and weighted by α (over-subtraction, as in spectral
   subtraction), so that a bin G only partly cleaned is attenuated further.
-  Both lie in [0, 1]. A bin where the input is silent stays silent whatever
-  its gain.
+  With ``noise_frames`` k > 1, N is first averaged over the k frames centred
+  on each (the last axis is time): noise changes more slowly than speech, and
+  a smoothed estimate does not swing from frame to frame into the isolated
+  tones of "musical noise". The ratio gain has no noise estimate and ignores
+  it. Both gains lie in [0, 1]. A bin where the input is silent stays silent
+  whatever its gain.
   """
   if not oversubtraction >= 0.0:
     raise ValueError(f'mask oversubtraction must be >= 0 (0: the ratio '
                      f'gain), got {oversubtraction}')
+  check_noise_frames(noise_frames, 'mask noise frames')
   if not oversubtraction:
     return np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
   speech = np.abs(e)**2
-  total = speech + oversubtraction * np.abs(x - e)**2
+  noise = np.abs(x - e)**2
+  if noise_frames > 1:
+    noise = ndimage.uniform_filter1d(noise, noise_frames, axis=-1,
+                                     mode='reflect')
+  total = speech + oversubtraction * noise
   return np.where(total > 0, speech / np.maximum(total, 1e-30), 1.0)
 
 
+def check_noise_frames(noise_frames: int, name: str) -> None:
+  """A centred average needs an odd count of frames; ``name`` is what the
+  error calls the setting."""
+  if not (isinstance(noise_frames, (int, np.integer)) and noise_frames >= 1
+          and noise_frames % 2 == 1):
+    raise ValueError(f'{name} must be an odd count >= 1 (1: no smoothing), '
+                     f'got {noise_frames}')
+
+
 def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
-              n_fft: int = MASK_FFT, oversubtraction: float = 0.0
-              ) -> np.ndarray:
+              n_fft: int = MASK_FFT, oversubtraction: float = 0.0,
+              noise_frames: int = 1) -> np.ndarray:
   """``noisy`` filtered by the gain that ``enhanced`` implies, per STFT bin.
 
   The gain is `mask_gain` of the STFTs of ``noisy`` and ``enhanced`` (the
@@ -124,6 +143,8 @@ def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
     floor: the least gain (the attenuation limit; 0: none).
     n_fft: frame length (Hann, 75 % overlap).
     oversubtraction: 0 for the ratio gain; α > 0 for the Wiener gain.
+    noise_frames: frames the Wiener gain's noise estimate is averaged over
+      (odd; 1: none).
 
   Returns:
     Float32 signals of ``noisy``'s shape.
@@ -140,7 +161,7 @@ def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
   frames = dict(nperseg=n_fft, noverlap=3 * n_fft // 4, window='hann')
   _, _, x = signal.stft(noisy, axis=-1, **frames)
   _, _, e = signal.stft(enhanced, axis=-1, **frames)
-  gain = np.maximum(mask_gain(x, e, oversubtraction), floor)
+  gain = np.maximum(mask_gain(x, e, oversubtraction, noise_frames), floor)
   _, y = signal.istft(gain * x, time_axis=-1, freq_axis=-2, **frames)
   return y[..., :length].astype(np.float32)
 

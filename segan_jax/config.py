@@ -148,6 +148,16 @@ class Config:
       'G(x)|^2), what G removed taken as noise and weighted by a. Saved with '
       'the run like --output_mask; --mode=enhance or evaluate may override '
       'it. --mask_loss_weight trains with the ratio gain either way.')
+  # Why: what G removed swings from frame to frame where it cleans a bin only
+  # in part, and a Wiener gain on that swinging estimate leaves isolated
+  # tones ("musical noise"); noise changes more slowly than speech
+  # (docs/recipes.md, "The Wiener gain").
+  mask_noise_frames: int = option(
+      1, "With --output_mask and the Wiener gain: the noise estimate |x - "
+      "G(x)|^2 is averaged over this many STFT frames (16 ms apart) centred "
+      'on each, before the gain is taken (odd; 1: no smoothing). Saved with '
+      'the run like --output_mask; --mode=enhance or evaluate may override '
+      'it. The ratio gain ignores it.')
 
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')
@@ -274,6 +284,9 @@ class Config:
     if not self.mask_oversubtraction >= 0.0:
       raise ValueError('mask_oversubtraction must be >= 0 (0: the ratio '
                        f'gain), got {self.mask_oversubtraction}')
+    if self.mask_noise_frames < 1 or self.mask_noise_frames % 2 == 0:
+      raise ValueError('mask_noise_frames must be an odd count >= 1 (1: no '
+                       f'smoothing), got {self.mask_noise_frames}')
     if not self.attenuation_limit_db >= 0.0:
       raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
                        f'{self.attenuation_limit_db}')

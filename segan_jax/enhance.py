@@ -141,13 +141,15 @@ class WindowEnhancer:
   def __init__(self, window: int, preemphasis: float,
                output_highpass_hz: float, batch_size: int,
                overlap: float = 0.0, attenuation_limit_db: float = 0.0,
-               output_mask: bool = False, mask_oversubtraction: float = 0.0):
+               output_mask: bool = False, mask_oversubtraction: float = 0.0,
+               mask_noise_frames: int = 1):
     if attenuation_limit_db < 0:
       raise ValueError('--attenuation_limit_db must be >= 0 (0: no limit), '
                        f'got {attenuation_limit_db}')
     if not mask_oversubtraction >= 0:
       raise ValueError('--mask_oversubtraction must be >= 0 (0: the ratio '
                        f'gain), got {mask_oversubtraction}')
+    audio.check_noise_frames(mask_noise_frames, '--mask_noise_frames')
     if batch_size < 1:
       raise ValueError(f'--enhance_batch_size must be positive, got '
                        f'{batch_size}')
@@ -160,6 +162,7 @@ class WindowEnhancer:
     self.attenuation_limit_db = attenuation_limit_db
     self.output_mask = bool(output_mask)
     self.mask_oversubtraction = float(mask_oversubtraction)
+    self.mask_noise_frames = int(mask_noise_frames)
     self.batch_size = batch_size
 
   @property
@@ -225,7 +228,8 @@ class Enhancer(WindowEnhancer):
                seed: int = 0, overlap: float = 0.0,
                attenuation_limit_db: float | None = None,
                output_mask: bool | None = None,
-               mask_oversubtraction: float | None = None):
+               mask_oversubtraction: float | None = None,
+               mask_noise_frames: int | None = None):
     config = generator.config
     if attenuation_limit_db is None:  # the run's (or bundle's) own
       attenuation_limit_db = config.attenuation_limit_db
@@ -233,13 +237,16 @@ class Enhancer(WindowEnhancer):
       output_mask = config.output_mask
     if mask_oversubtraction is None:
       mask_oversubtraction = config.mask_oversubtraction
+    if mask_noise_frames is None:
+      mask_noise_frames = config.mask_noise_frames
     if batch_size < 1 or batch_size % jax.local_device_count():
       raise ValueError(f'--enhance_batch_size must be a positive multiple of '
                        f'the {jax.local_device_count()} device(s), got '
                        f'{batch_size}')
     super().__init__(config.window, config.preemphasis,
                      config.output_highpass_hz, batch_size, overlap,
-                     attenuation_limit_db, output_mask, mask_oversubtraction)
+                     attenuation_limit_db, output_mask, mask_oversubtraction,
+                     mask_noise_frames)
     self.generator = generator
     self.config = config
     # Windows are batched onto this process's devices: the batch is split
@@ -276,7 +283,8 @@ class Enhancer(WindowEnhancer):
 
     ``Enhancer.from_pretrained().enhance_file('noisy.wav', 'clean.wav')``.
     ``kwargs`` go to the constructor (batch_size, seed, overlap,
-    attenuation_limit_db, output_mask, mask_oversubtraction).
+    attenuation_limit_db, output_mask, mask_oversubtraction,
+    mask_noise_frames).
     """
     return cls(restore_pretrained(name), **kwargs)
 
@@ -373,7 +381,8 @@ class SignalStream:
       # On the pre-emphasised windows: the gain of a bin is a ratio of two
       # signals through the same filter, so it is the de-emphasised one's.
       y = audio.mask_with(windows, y, floor=share,
-                          oversubtraction=self.enhancer.mask_oversubtraction)
+                          oversubtraction=self.enhancer.mask_oversubtraction,
+                          noise_frames=self.enhancer.mask_noise_frames)
     elif share:
       # Linear, like the filters after it: mixing each window equals mixing
       # the restored signals.

@@ -100,11 +100,14 @@ def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
                            'g = 10**(-attenuation_limit_db / 20); 0: off',
       'output_mask': bool(config.output_mask),
       'mask_oversubtraction': float(config.mask_oversubtraction),
+      'mask_noise_frames': int(config.mask_noise_frames),
       'mask': 'when output_mask: instead of the mix, the caller filters each '
               'input window X by a gain per bin, at least g (1024-point Hann '
               'frames, hop 256; segan_jax.audio.mask_with): with E = '
               'STFT(enhanced), min(1, |E| / |X|) when mask_oversubtraction '
-              'is 0, else |E|^2 / (|E|^2 + mask_oversubtraction * |X - E|^2)',
+              'is 0, else |E|^2 / (|E|^2 + mask_oversubtraction * N), N = '
+              '|X - E|^2 averaged over the mask_noise_frames frames centred '
+              'on each (scipy.ndimage.uniform_filter1d, mode reflect)',
       'windowing': 'the paper: consecutive windows without overlap, the last '
                    'zero-padded; 50 % Hann overlap-add also works',
       'config': config.to_dict(),
@@ -357,7 +360,8 @@ class ExportedEnhancer(enhance.WindowEnhancer):
                overlap: float = 0.0,
                attenuation_limit_db: float | None = None,
                output_mask: bool | None = None,
-               mask_oversubtraction: float | None = None):
+               mask_oversubtraction: float | None = None,
+               mask_noise_frames: int | None = None):
     self.program = load_program(path)
     terms = self.program.contract
     if attenuation_limit_db is None:  # the model's own; older files: none
@@ -366,13 +370,16 @@ class ExportedEnhancer(enhance.WindowEnhancer):
       output_mask = bool(terms.get('output_mask', False))
     if mask_oversubtraction is None:  # older files: the ratio gain
       mask_oversubtraction = float(terms.get('mask_oversubtraction', 0.0))
+    if mask_noise_frames is None:  # older files: no smoothing
+      mask_noise_frames = int(terms.get('mask_noise_frames', 1))
     super().__init__(window=int(terms['window']),
                      preemphasis=float(terms['preemphasis']),
                      output_highpass_hz=float(terms['output_highpass_hz']),
                      batch_size=batch_size, overlap=overlap,
                      attenuation_limit_db=attenuation_limit_db,
                      output_mask=output_mask,
-                     mask_oversubtraction=mask_oversubtraction)
+                     mask_oversubtraction=mask_oversubtraction,
+                     mask_noise_frames=mask_noise_frames)
     self.engine = terms['engine']
     self.path = path
     self._source = f'{self.engine} export {path} of the {terms["source"]}'

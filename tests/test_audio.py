@@ -177,3 +177,41 @@ def test_wiener_gain_counts_what_g_removed_as_noise():
       0.5 * noisy, atol=1e-4)
   np.testing.assert_allclose(
       audio.mask_with(noisy, noisy, oversubtraction=6.0), noisy, atol=1e-5)
+
+
+def test_wiener_gain_can_average_the_noise_estimate_over_frames():
+  # Bins x frames (time last). Bin 0: G removed a burst in frame 2 only;
+  # bin 1: the same noise in every frame. Speech |e|^2 is 1 throughout.
+  e = np.ones((2, 5), np.complex64)
+  x = e + np.array([[0, 0, np.sqrt(3), 0, 0], [1, 1, 1, 1, 1]], np.complex64)
+  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0),
+                             [[1, 1, 0.25, 1, 1], [0.5] * 5], atol=1e-6)
+  # Over 3 frames the burst's noise, 3, is spread as 1 over frames 1-3
+  # (edges reflected); steady noise keeps its gain.
+  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0, noise_frames=3),
+                             [[1, 0.5, 0.5, 0.5, 1], [0.5] * 5], atol=1e-6)
+  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0, noise_frames=1),
+                             audio.mask_gain(x, e, 1.0))
+  # The ratio gain has no noise estimate to average.
+  np.testing.assert_allclose(audio.mask_gain(x, e, 0.0, noise_frames=3),
+                             audio.mask_gain(x, e, 0.0))
+  for bad in (0, 2, -1):
+    with pytest.raises(ValueError, match='must be an odd count >= 1'):
+      audio.mask_gain(x, e, 1.0, noise_frames=bad)
+  # Through the STFT: G's exact input still passes, and a G that removes a
+  # burst of noise loses it less abruptly than frame by frame.
+  rng = np.random.default_rng(3)
+  noisy = rng.normal(size=(2, 8192)).astype(np.float32)
+  np.testing.assert_allclose(
+      audio.mask_with(noisy, noisy, oversubtraction=3.0, noise_frames=9),
+      noisy, atol=1e-5)
+  burst = noisy.copy()
+  burst[:, 4000:4400] *= 4.0
+  per_frame, averaged = (
+      audio.mask_with(burst, noisy, oversubtraction=3.0, noise_frames=k)
+      for k in (1, 9))
+  # Near the burst, the averaged estimate attenuates more (it has seen the
+  # burst), while away from it both gains leave the steady input alone.
+  near = slice(3000, 4000)
+  assert np.sum(averaged[:, near]**2) < 0.9 * np.sum(per_frame[:, near]**2)
+  np.testing.assert_allclose(averaged[:, :1000], noisy[:, :1000], atol=1e-4)

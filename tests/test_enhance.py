@@ -147,6 +147,28 @@ def test_mask_oversubtraction_picks_the_wiener_gain(overlap):
     HalvingEnhancer(mask_oversubtraction=-1.0)
 
 
+@pytest.mark.parametrize('overlap', [0.0, 0.5])
+def test_mask_noise_frames_average_the_wiener_gains_noise(overlap):
+  x = speechlike(16000, 2.3, 1)[:, 0]
+  # G keeps half of every bin: the noise estimate 0.25 |X|^2 follows the
+  # input, so averaging it over frames changes the gain where speech
+  # changes, and a Wiener gain still never amplifies.
+  per_frame = HalvingEnhancer(overlap, mask_oversubtraction=3.0)
+  averaged = HalvingEnhancer(overlap, mask_oversubtraction=3.0,
+                             mask_noise_frames=9)
+  assert averaged.mask_noise_frames == 9 and per_frame.mask_noise_frames == 1
+  np.testing.assert_allclose(per_frame.enhance_signal(x), 0.25 * x, atol=1e-4)
+  y = averaged.enhance_signal(x)
+  assert np.abs(y - 0.25 * x).max() > 1e-2
+  assert np.sum(y**2) <= np.sum(x**2)
+  # With the ratio gain it does nothing.
+  np.testing.assert_allclose(
+      HalvingEnhancer(overlap, mask_noise_frames=9).enhance_signal(x),
+      0.5 * x, atol=1e-4)
+  with pytest.raises(ValueError, match='--mask_noise_frames must be an odd'):
+    HalvingEnhancer(mask_noise_frames=4)
+
+
 def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
   soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
   umask = os.umask(0o022)

@@ -95,7 +95,8 @@ def test_the_batch_is_symbolic_and_z_is_an_input(tmp_path):
 def test_exported_files_carry_their_contract(tmp_path):
   generator = _generator(model='segan', model_size='tiny',
                          output_highpass_hz=20.0, attenuation_limit_db=12.0,
-                         output_mask=True, mask_oversubtraction=2.0)
+                         output_mask=True, mask_oversubtraction=2.0,
+                         mask_noise_frames=5)
   onnx_path = str(tmp_path / 'g.onnx')
   hlo_path = str(tmp_path / 'g.stablehlo')
   export.export_file(generator, 'onnx', onnx_path)
@@ -113,6 +114,7 @@ def test_exported_files_carry_their_contract(tmp_path):
     assert terms['output_highpass_hz'] == 20.0
     assert terms['attenuation_limit_db'] == 12.0 and terms['output_mask']
     assert terms['mask_oversubtraction'] == 2.0
+    assert terms['mask_noise_frames'] == 5
     assert terms['inputs']['noisy']['shape'] == ['batch', 1024]
     assert terms['inputs']['z']['shape'] == ['batch'] + latent
     assert terms['outputs']['enhanced']['shape'] == ['batch', 1024]
@@ -121,6 +123,9 @@ def test_exported_files_carry_their_contract(tmp_path):
   assert export.ExportedEnhancer(hlo_path).output_mask
   assert not export.ExportedEnhancer(hlo_path, output_mask=False).output_mask
   assert export.ExportedEnhancer(hlo_path).mask_oversubtraction == 2.0
+  assert export.ExportedEnhancer(hlo_path).mask_noise_frames == 5
+  assert export.ExportedEnhancer(
+      hlo_path, mask_noise_frames=1).mask_noise_frames == 1
   # The flat keys a model viewer shows, and the graph's own symbolic batch.
   assert props['window'] == '1024' and props['z'] == 'input'
   dims = proto.graph.input[0].type.tensor_type.shape.dim

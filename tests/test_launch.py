@@ -104,6 +104,7 @@ def test_every_flagfile_gives_a_valid_config():
     (['--output_highpass_hz=-5'], 'output_highpass_hz must be in'),
     (['--attenuation_limit_db=-3'], 'attenuation_limit_db must be >= 0'),
     (['--mask_oversubtraction=-1'], 'mask_oversubtraction must be >= 0'),
+    (['--mask_noise_frames=4'], 'mask_noise_frames must be an odd count'),
 ])
 def test_bad_flags_give_one_line(tmp_path, args, message):
   result = launch(*TINY, *args, f'--workdir={tmp_path}')

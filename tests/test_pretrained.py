@@ -69,15 +69,15 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path),
                               output_highpass_hz=20.0,
                               attenuation_limit_db=14.0, output_mask=True,
-                              mask_oversubtraction=3.0)
+                              mask_oversubtraction=3.0, mask_noise_frames=7)
   config = pretrained.load(path).config
   assert (config.output_highpass_hz, config.attenuation_limit_db,
-          config.output_mask, config.mask_oversubtraction) == (
-              20.0, 14.0, True, 3.0)
+          config.output_mask, config.mask_oversubtraction,
+          config.mask_noise_frames) == (20.0, 14.0, True, 3.0, 7)
   config = enhance.restore_generator(workdir).config
   assert (config.output_highpass_hz, config.attenuation_limit_db,
-          config.output_mask, config.mask_oversubtraction) == (
-              0.0, 0.0, False, 0.0)
+          config.output_mask, config.mask_oversubtraction,
+          config.mask_noise_frames) == (0.0, 0.0, False, 0.0, 1)
   # Enhancers take the bundle's limit, unless given one.
   assert segan_jax.Enhancer.from_pretrained(path).noisy_share == (
       pytest.approx(10**(-14 / 20)))
@@ -89,6 +89,11 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   assert segan_jax.Enhancer.from_pretrained(path).mask_oversubtraction == 3.0
   assert segan_jax.Enhancer.from_pretrained(
       path, mask_oversubtraction=0.0).mask_oversubtraction == 0.0
+  assert segan_jax.Enhancer.from_pretrained(path).mask_noise_frames == 7
+  assert segan_jax.Enhancer.from_pretrained(
+      path, mask_noise_frames=1).mask_noise_frames == 1
+  with pytest.raises(ValueError, match='mask_noise_frames must be an odd'):
+    bundle.bundle_run(workdir, 'x', '0', str(tmp_path), mask_noise_frames=2)
   with pytest.raises(ValueError, match='mask_oversubtraction must be >= 0'):
     bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
                       mask_oversubtraction=-1.0)
@@ -290,12 +295,27 @@ def test_cli_enhances_and_evaluates_without_workdir(tiny_bundle, tmp_path):
   # the ratio; this G keeps almost nothing.
   assert 0 < np.sum(wiener**2) < 0.5 * np.sum(ratio**2)
   assert np.sum(ratio**2) <= 1.01 * np.sum(noisy**2)
-  run = subprocess.run(command + ['--mask_oversubtraction=-1'],
-                       capture_output=True, text=True, timeout=300)
-  assert run.returncode == 2
-  assert 'mask_oversubtraction must be >= 0' in run.stderr.strip(
-      ).splitlines()[-1]
-  assert 'Traceback' not in run.stderr
+  # --mask_noise_frames: the Wiener gain's noise estimate averaged over frames.
+  smoothed = tmp_path / 'smoothed'
+  run = subprocess.run(
+      command[:-2] + [f'--output={smoothed}', command[-1], '--output_mask',
+                      '--mask_oversubtraction=3', '--mask_noise_frames=9'],
+      capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  smoothed = soundfile.read(str(smoothed / 'a.wav'))[0]
+  # This G keeps little, so both gains are small: compare them relatively.
+  assert np.abs(smoothed - wiener).max() > 0.01 * np.abs(wiener).max(), (
+      np.abs(smoothed - wiener).max(), np.abs(wiener).max())
+  assert np.sum(smoothed**2) <= 1.01 * np.sum(noisy**2)
+  for bad, message in (('--mask_noise_frames=2',
+                         'mask_noise_frames must be an odd count'),
+                        ('--mask_oversubtraction=-1',
+                         'mask_oversubtraction must be >= 0')):
+    run = subprocess.run(command + [bad], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2
+    assert message in run.stderr.strip().splitlines()[-1]
+    assert 'Traceback' not in run.stderr
   # A step of a bundle is an error, not silently ignored.
   run = subprocess.run(command + ['--checkpoint_step=3'], capture_output=True,
                        text=True, timeout=300)

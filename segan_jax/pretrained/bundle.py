@@ -9,7 +9,7 @@ takes the run's best checkpoint (or --checkpoint_step, or the mean of G over
 The model card beside them is written by hand from the run's figures.
 --from_bundle=NAME_OR_FOLDER instead of --workdir writes a bundle's G again
 with other output settings (--output_highpass_hz, --attenuation_limit_db,
---output_mask, --mask_oversubtraction).
+--output_mask, --mask_oversubtraction, --mask_noise_frames).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ flags.DEFINE_bool(
 flags.DEFINE_float(
     'mask_oversubtraction', None, "Override the run's --mask_oversubtraction "
     '(0: the ratio gain; a > 0: the Wiener gain) in the bundle.')
+flags.DEFINE_integer(
+    'mask_noise_frames', None, "Override the run's --mask_noise_frames (odd; "
+    '1: no smoothing of the Wiener gain\'s noise estimate) in the bundle.')
 ROOT = flags.DEFINE_string('root', pretrained.ROOT,
                            'Folder the bundle folder is written into.')
 
@@ -59,7 +62,7 @@ ROOT = flags.DEFINE_string('root', pretrained.ROOT,
 # Settings of how G's output becomes audio, which a bundle may change (None:
 # keep the run's); the model's own fields stay as trained.
 OUTPUT_SETTINGS = ('output_highpass_hz', 'attenuation_limit_db', 'output_mask',
-                   'mask_oversubtraction')
+                   'mask_oversubtraction', 'mask_noise_frames')
 
 
 def bundle_run(workdir: str, name: str, version: str, root: str,

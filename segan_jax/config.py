@@ -151,7 +151,7 @@ class Config:
   # Why: what G removed swings from frame to frame where it cleans a bin only
   # in part, and a Wiener gain on that swinging estimate leaves isolated
   # tones ("musical noise"); noise changes more slowly than speech
-  # (docs/recipes.md, "The Wiener gain").
+  # (docs/recipes.md, "Averaging the noise estimate").
   mask_noise_frames: int = option(
       1, "With --output_mask and the Wiener gain: the noise estimate |x - "
       "G(x)|^2 is averaged over this many STFT frames (16 ms apart) centred "

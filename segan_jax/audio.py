@@ -101,10 +101,7 @@ def mask_gain(x: np.ndarray, e: np.ndarray, oversubtraction: float = 0.0,
   it. Both gains lie in [0, 1]. A bin where the input is silent stays silent
   whatever its gain.
   """
-  if not oversubtraction >= 0.0:
-    raise ValueError(f'mask oversubtraction must be >= 0 (0: the ratio '
-                     f'gain), got {oversubtraction}')
-  check_noise_frames(noise_frames, 'mask noise frames')
+  check_mask_settings(oversubtraction, noise_frames)
   if not oversubtraction:
     return np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
   speech = np.abs(e)**2
@@ -116,13 +113,19 @@ def mask_gain(x: np.ndarray, e: np.ndarray, oversubtraction: float = 0.0,
   return np.where(total > 0, speech / np.maximum(total, 1e-30), 1.0)
 
 
-def check_noise_frames(noise_frames: int, name: str) -> None:
-  """A centred average needs an odd count of frames; ``name`` is what the
-  error calls the setting."""
+def check_mask_settings(oversubtraction: float, noise_frames: int,
+                        prefix: str = '') -> None:
+  """Raises ValueError unless `mask_gain` can take these settings; errors
+  name them as mask_oversubtraction and mask_noise_frames after ``prefix``
+  ('--' where they came as flags). A centred average needs an odd count of
+  frames."""
+  if not oversubtraction >= 0.0:
+    raise ValueError(f'{prefix}mask_oversubtraction must be >= 0 (0: the '
+                     f'ratio gain), got {oversubtraction}')
   if not (isinstance(noise_frames, (int, np.integer)) and noise_frames >= 1
           and noise_frames % 2 == 1):
-    raise ValueError(f'{name} must be an odd count >= 1 (1: no smoothing), '
-                     f'got {noise_frames}')
+    raise ValueError(f'{prefix}mask_noise_frames must be an odd count >= 1 '
+                     f'(1: no smoothing), got {noise_frames}')
 
 
 def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,

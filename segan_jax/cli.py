@@ -116,8 +116,8 @@ def _enhancer_options() -> dict:
              'seed': flags.FLAGS.seed,
              'overlap': float(f.ENHANCE_OVERLAP.value)}
   # The model's own output settings unless the command line gives them.
-  for name in ('attenuation_limit_db', 'output_mask', 'mask_oversubtraction',
-               'mask_noise_frames'):
+  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
+  for name in enhance.OUTPUT_OVERRIDES:
     flag = flags.FLAGS[name]
     options[name] = flag.value if flag.present else None
   return options

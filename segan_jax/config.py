@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from segan_jax import audio
 from segan_jax import augment
 from segan_jax.models.generator import PAPER_FEATURES
 
@@ -281,12 +282,8 @@ class Config:
     if not self.mask_loss_weight >= 0.0:
       raise ValueError('mask_loss_weight must be >= 0 (0: off), got '
                        f'{self.mask_loss_weight}')
-    if not self.mask_oversubtraction >= 0.0:
-      raise ValueError('mask_oversubtraction must be >= 0 (0: the ratio '
-                       f'gain), got {self.mask_oversubtraction}')
-    if self.mask_noise_frames < 1 or self.mask_noise_frames % 2 == 0:
-      raise ValueError('mask_noise_frames must be an odd count >= 1 (1: no '
-                       f'smoothing), got {self.mask_noise_frames}')
+    audio.check_mask_settings(self.mask_oversubtraction,
+                              self.mask_noise_frames)
     if not self.attenuation_limit_db >= 0.0:
       raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
                        f'{self.attenuation_limit_db}')

@@ -129,6 +129,12 @@ def _load_generator(ckpt: checkpoints.Checkpointer, step: int) -> TrainedGenerat
   return TrainedGenerator(config, ckpt.restore_params(config, 'g', step), step)
 
 
+# How G's output becomes audio: settings saved with a run or bundle, which an
+# enhancer takes from the model unless it is given them (None: the model's).
+OUTPUT_OVERRIDES = ('attenuation_limit_db', 'output_mask',
+                    'mask_oversubtraction', 'mask_noise_frames')
+
+
 class WindowEnhancer:
   """Enhances 16 kHz signals and audio files window by window, in batches.
 
@@ -146,10 +152,7 @@ class WindowEnhancer:
     if attenuation_limit_db < 0:
       raise ValueError('--attenuation_limit_db must be >= 0 (0: no limit), '
                        f'got {attenuation_limit_db}')
-    if not mask_oversubtraction >= 0:
-      raise ValueError('--mask_oversubtraction must be >= 0 (0: the ratio '
-                       f'gain), got {mask_oversubtraction}')
-    audio.check_noise_frames(mask_noise_frames, '--mask_noise_frames')
+    audio.check_mask_settings(mask_oversubtraction, mask_noise_frames, '--')
     if batch_size < 1:
       raise ValueError(f'--enhance_batch_size must be positive, got '
                        f'{batch_size}')

@@ -61,8 +61,7 @@ ROOT = flags.DEFINE_string('root', pretrained.ROOT,
 
 # Settings of how G's output becomes audio, which a bundle may change (None:
 # keep the run's); the model's own fields stay as trained.
-OUTPUT_SETTINGS = ('output_highpass_hz', 'attenuation_limit_db', 'output_mask',
-                   'mask_oversubtraction', 'mask_noise_frames')
+OUTPUT_SETTINGS = ('output_highpass_hz',) + enhance.OUTPUT_OVERRIDES
 
 
 def bundle_run(workdir: str, name: str, version: str, root: str,

@@ -1,4 +1,5 @@
-"""On-the-fly augmentation of training windows: speed, pitch, remix, EQ, gain.
+"""On-the-fly augmentation of training windows: speed, pitch, remix, noise
+and room, EQ, gain.
 
 Everything here is plain NumPy and a pure function of ``(seed, step,
 position)``, where ``position`` is a window's place in the *global* batch of
@@ -21,6 +22,9 @@ The five augmentations, applied in this order:
   uniform in ``remix_gain_db`` dB. VoiceBank-DEMAND mixes additively, so a
   window's noise is exactly ``noisy - clean``; pre-emphasis is a linear
   filter, so that still holds for the pre-emphasised windows used here.
+* noise and room (noise_mix.py): the noisy becomes the clean speech,
+  reverberated when a room is drawn, + new noise at a drawn SNR; when new
+  noise is drawn, remix is skipped (its noise would be replaced).
 * eq: noisy and clean go through the same peaking filter (RBJ's biquad, Q
   1), centred log-uniformly in 100 Hz-6 kHz with a gain uniform in
   ``+-eq_gain_db``: another microphone, room or voice's spectral tilt, which
@@ -49,6 +53,7 @@ import numpy as np
 from scipy import signal
 
 from segan_jax import audio
+from segan_jax import noise_mix
 
 # Seeds the augmentation's random stream apart from the batch order
 # ([seed, epoch]) and the VBN reference ([seed, 0x7B4]).
@@ -73,6 +78,9 @@ class Augmentation:
   eq_gain_db: float
   pitch_prob: float
   pitch_range: tuple[float, float]
+  # The loaded noise and rooms (noise_mix.NoiseMixer.build, which needs the
+  # training data, so from_config leaves it out); None: off.
+  noise: noise_mix.NoiseMixer | None = None
 
   def __post_init__(self):
     for name in ('remix_prob', 'speed_prob', 'eq_prob', 'pitch_prob'):
@@ -104,7 +112,8 @@ class Augmentation:
   @property
   def enabled(self) -> bool:
     return bool(self.remix_prob or self.gain_db or self.speed_prob
-                or self.pitch_prob or (self.eq_prob and self.eq_gain_db))
+                or self.pitch_prob or (self.eq_prob and self.eq_gain_db)
+                or self.noise is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,9 +342,14 @@ def augment_window(data: Windows, index: int, position: int, *, seed: int,
     pair = np.asarray(data.read(index, length), np.float64)
   if choice.pitch is not None:
     pair = pitch(pair, window, choice.pitch)
-  if choice.partner is not None:
+  noise = None
+  if augmentation.noise is not None:
+    noise = augmentation.noise.draw(seed, step, position)
+  if choice.partner is not None and (noise is None or noise.kind is None):
     other = np.asarray(data.read(choice.partner, window), np.float64)
     pair = remix(pair, other[0] - other[1], choice.remix_gain_db)
+  if noise is not None:
+    pair = augmentation.noise.mix_window(pair, data, index, noise)
   if choice.eq is not None:
     pair = peaking_eq(pair, *choice.eq)
   if choice.gain_db is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from segan_jax import audio
 from segan_jax import augment
+from segan_jax import noise_mix
 from segan_jax.models.generator import PAPER_FEATURES
 
 # Named model sizes: (encoder features, kernel size, window size).
@@ -234,6 +235,48 @@ class Config:
   eq_gain_db: float = option(
       6.0, 'Augmentation: largest boost or cut (dB) of --eq_prob\'s EQ.')
 
+  # --- Noise and room augmentation (segan_jax/noise_mix.py): the noisy input
+  # of a window replaced by its clean speech (in a room, maybe) + new noise at
+  # a drawn SNR; a pure function of (seed, step, position) like the above,
+  # off by default. The shared folders are the recipes' defaults
+  # (experiments/noise_holdout.flags), never the package's. -----------------
+  noise_mix_prob: float = option(
+      0.0, "Augmentation: probability that a window's noisy input is replaced "
+      'by its clean speech + new noise (a clip of --noise_dirs or a kind of '
+      '--noise_kinds, drawn uniformly) at an SNR in --noise_snr_db; the '
+      'target stays the clean speech.')
+  noise_snr_db: tuple[float, float] = option(
+      (-5.0, 20.0), 'Augmentation: LOW,HIGH range (dB) of the SNR of '
+      "--noise_mix_prob's mix (waveform energies over the window).")
+  noise_dirs: tuple[str, ...] | None = option(
+      None, 'Augmentation: folders of noise clips (any rate from 16 kHz up, '
+      'resampled once at load; mono or downmixed), comma-separated, e.g. '
+      '../shared/data/noise.')
+  noise_holdout: tuple[str, ...] | None = option(
+      None, 'Augmentation: file names in --noise_dirs never used in training '
+      '(kept for experiments/make_unseen_noise_val.py), comma-separated.')
+  noise_kinds: tuple[str, ...] | None = option(
+      ('coloured', 'babble', 'speech_shaped', 'hum', 'clicks'),
+      'Augmentation: generated noises drawn beside the clips: coloured (1/f^e, '
+      'e in 0-2), babble (3-7 other training windows of clean speech), '
+      'speech_shaped (noise with the long-term spectrum of the training '
+      'speech), hum (50/60 Hz and harmonics), clicks; empty: clips only.')
+  room_prob: float = option(
+      0.0, "Augmentation: probability that a window's speech is reverberated "
+      '(a response of --rir_dirs or a simulated room, half each when both); '
+      'the target stays dry, aligned with the direct path.')
+  room_rt60: tuple[float, float] = option(
+      (0.2, 0.8), 'Augmentation: LOW,HIGH RT60 (s) of the simulated rooms '
+      '(exponentially decaying noise).')
+  rir_dirs: tuple[str, ...] | None = option(
+      None, 'Augmentation: folders of room impulse responses, '
+      'comma-separated, e.g. ../shared/data/rir.')
+  rir_holdout: tuple[str, ...] | None = option(
+      None, 'Augmentation: file names in --rir_dirs never used in training.')
+  room_target_early_ms: float = option(
+      0.0, "Augmentation: the target keeps this much of the room's response "
+      'after the direct path (early reflections; 0: the dry speech).')
+
   # --- Runs: warm start, checkpoints, validation, devices ---------------------
   init_from: str | None = option(
       None, 'Warm start: WORKDIR or WORKDIR:STEP of another run whose G (and '
@@ -295,6 +338,13 @@ class Config:
     augmentation = augment.Augmentation.from_config(self)
     for name in ('remix_gain_db', 'speed_range', 'pitch_range'):
       object.__setattr__(self, name, getattr(augmentation, name))
+    noise = noise_mix.NoiseSettings.from_config(self)
+    for name in ('noise_snr_db', 'room_rt60'):
+      object.__setattr__(self, name, getattr(noise, name))
+    for name in ('noise_kinds', 'noise_dirs', 'noise_holdout', 'rir_dirs',
+                 'rir_holdout'):
+      if getattr(self, name) is not None:  # a saved run's lists: tuples
+        object.__setattr__(self, name, tuple(getattr(self, name)))
     if self.discriminator_features is not None:
       object.__setattr__(self, 'discriminator_features',
                          tuple(int(f) for f in self.discriminator_features))
@@ -317,7 +367,8 @@ class Config:
   @property
   def augments(self) -> bool:
     """Whether any training augmentation is on."""
-    return augment.Augmentation.from_config(self).enabled
+    return (augment.Augmentation.from_config(self).enabled or
+            noise_mix.NoiseSettings.from_config(self).enabled)
 
   @property
   def kernel(self) -> int:

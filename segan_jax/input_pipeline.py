@@ -14,6 +14,8 @@ Optional on-the-fly augmentation (see augment.py) is a pure function of
 
 from __future__ import annotations
 
+import dataclasses
+
 import grain
 import jax
 import numpy as np
@@ -22,6 +24,7 @@ from absl import logging
 from segan_jax import audio
 from segan_jax import augment
 from segan_jax import datasets
+from segan_jax import noise_mix
 from segan_jax.config import Config
 
 # Utterances are kept in memory (pre-emphasised float32) while they fit in
@@ -121,6 +124,17 @@ def load_validation_source(config: Config):
 def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:
   return WindowedPairs(load_source(config, split), config.window, config.hop,
                        config.preemphasis)
+
+
+def make_augmentation(config: Config, data: WindowedPairs
+                      ) -> augment.Augmentation:
+  """The run's augmentation, with its noise and rooms loaded (one-line
+  ValueError for a bad folder or file)."""
+  return dataclasses.replace(
+      augment.Augmentation.from_config(config),
+      noise=noise_mix.NoiseMixer.build(
+          noise_mix.NoiseSettings.from_config(config), data,
+          config.preemphasis))
 
 
 class BatchSchedule:

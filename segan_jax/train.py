@@ -15,7 +15,6 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from segan_jax import augment
 from segan_jax import best_checkpoint
 from segan_jax import checkpoints
 from segan_jax import input_pipeline
@@ -97,6 +96,9 @@ def train_and_evaluate(config: Config, workdir: str,
       warm_start.check_init_from(config.init_from)
     strategy = parallel.make_strategy(config.parallelism, config.batch_size)
     data = input_pipeline.load_train_windows(config)
+    # Noise clips and rooms load before the networks build: a bad folder or
+    # file answers at once.
+    augmentation = input_pipeline.make_augmentation(config, data)
     schedule = input_pipeline.BatchSchedule(len(data), config.batch_size,
                                             config.seed)
     total_steps = schedule.steps_per_epoch * config.num_epochs
@@ -123,7 +125,7 @@ def train_and_evaluate(config: Config, workdir: str,
         contextlib.closing(preemption_lib.PreemptionWatcher()))
     host_batches = input_pipeline.batches(
         data, schedule, start_step, total_steps,
-        augmentation=augment.Augmentation.from_config(config))
+        augmentation=augmentation)
     history = []
     # Metrics of the steps since the last host sync, fetched together then:
     # the loop never waits for the devices in between.

@@ -57,3 +57,20 @@ def speechlike(rate, seconds, channels, seed=0):
   x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
   x = x[:, None] + 0.02 * rng.standard_normal((t.size, channels))
   return x.astype(np.float32)
+
+
+@pytest.fixture
+def passed_augmentations(monkeypatch):
+  """The augmentation each training run passes to input_pipeline.batches,
+  in order (the batches themselves are the real ones)."""
+  from segan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from segan_jax import train  # pylint: disable=g-import-not-at-top
+  real_batches = input_pipeline.batches
+  passed = []
+
+  def spy(*args, **kwargs):
+    passed.append(kwargs.get('augmentation'))
+    return real_batches(*args, **kwargs)
+
+  monkeypatch.setattr(train.input_pipeline, 'batches', spy)
+  return passed

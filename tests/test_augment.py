@@ -247,26 +247,17 @@ def test_from_config_and_validation():
     _augmentation(pitch_prob=-0.1)
 
 
-# NEEDS segan_jax/train.py TO PASS THE AUGMENTATION: train_and_evaluate must
-# call input_pipeline.batches(..., augmentation=augment.Augmentation
-# .from_config(config)). Until it does, the spy below sees no augmentation and
-# this test fails.
+# train_and_evaluate must pass the run's augmentation to
+# input_pipeline.batches; without it the spy sees none and this test fails.
 def test_augmented_training_resumes_bit_identically(tiny_config, tmp_path,
-                                                    monkeypatch):
+                                                    passed_augmentations):
   from segan_jax import train  # pylint: disable=g-import-not-at-top
   config = tiny_config.replace(model='autoencoder', dataset_size=1,
                                num_epochs=2, remix_prob=0.5, gain_db=6.0,
                                speed_prob=0.5)
-  real_batches = input_pipeline.batches
-  passed = []
-
-  def spy(*args, **kwargs):
-    passed.append(kwargs.get('augmentation'))
-    return real_batches(*args, **kwargs)
-
-  monkeypatch.setattr(train.input_pipeline, 'batches', spy)
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  assert passed and passed[-1] == augment.Augmentation.from_config(config)
+  assert passed_augmentations and passed_augmentations[-1] == (
+      augment.Augmentation.from_config(config))
   train.train_and_evaluate(config.replace(num_epochs=1),
                            str(tmp_path / 'resumed'))
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))

@@ -208,6 +208,28 @@ class Config:
       0.0, 'segan: std of the Gaussian instance noise added to the clean or '
       'enhanced signal of each pair D sees, in both updates (0: off).')
 
+  # --- Metric discriminator (MetricGAN+): a second D predicts the normalised
+  # PESQ of (enhanced, clean); G is trained toward its maximum. Off by
+  # default (docs/recipes.md, "Metric discriminator"). --------------------------
+  metric_discriminator: bool = option(
+      False, 'segan: train a metric discriminator D_metric on the PESQ of a '
+      'few windows per step (labelled off the jit path, two steps behind) '
+      "and add --metric_weight * (D_metric(G(x), clean) - 1)^2 to G's loss.")
+  metric_weight: float = option(
+      1.0, "Weight of the metric discriminator's term in G's loss.")
+  metric_windows_per_step: int = option(
+      4, 'Windows of each step whose PESQ labels D_metric trains on (two '
+      'WB-PESQ calls each, ~30-60 ms per 1 s window on a CPU core); a '
+      'multiple of the devices.')
+  metric_workers: int = option(
+      1, 'Processes that compute the PESQ labels (0: a thread of the '
+      'training process).')
+  metric_learning_rate: float = option(
+      5e-4, "D_metric's Adam learning rate (constant).")
+  metric_features: tuple[int, ...] = option(
+      (16, 32, 32, 64), "D_metric's channels per 2-D conv layer (stride 2 "
+      'each).')
+
   # --- Augmentation: fresh for every step, a pure function of (seed, step,
   # position in the batch); all off by default (the paper's). ----------------
   remix_prob: float = option(
@@ -325,6 +347,25 @@ class Config:
     if not self.mask_loss_weight >= 0.0:
       raise ValueError('mask_loss_weight must be >= 0 (0: off), got '
                        f'{self.mask_loss_weight}')
+    object.__setattr__(self, 'metric_features',
+                       tuple(int(f) for f in self.metric_features or ()))
+    bad_metric = next((f'{name} must be {rule}, got {getattr(self, name)}'
+                       for name, rule, ok in (
+                           ('metric_weight', '>= 0', self.metric_weight >= 0),
+                           ('metric_windows_per_step', '>= 1',
+                            self.metric_windows_per_step >= 1),
+                           ('metric_workers', '>= 0', self.metric_workers >= 0),
+                           ('metric_learning_rate', '> 0',
+                            self.metric_learning_rate > 0),
+                           ('metric_features', 'one or more channel counts '
+                            '>= 1', bool(self.metric_features) and
+                            min(self.metric_features) >= 1)) if not ok), None)
+    if bad_metric:
+      raise ValueError(bad_metric)
+    if self.metric_discriminator and self.window < audio.SAMPLE_RATE // 4:
+      raise ValueError('metric_discriminator needs windows of at least 0.25 s '
+                       f'({audio.SAMPLE_RATE // 4} samples), what PESQ '
+                       f'scores; window_size is {self.window}')
     audio.check_mask_settings(self.mask_oversubtraction,
                               self.mask_noise_frames)
     if not self.attenuation_limit_db >= 0.0:

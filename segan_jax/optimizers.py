@@ -1,5 +1,7 @@
-"""The optimizers and learning-rate schedules of the systems' networks, and
-D's train state (which carries its VBN reference batch)."""
+"""The optimizers and learning-rate schedules of the systems' networks, D's
+train state (which carries its VBN reference batch) and the metric
+discriminator's (which carries, in checkpoints, the labelled windows it has
+yet to train on)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,17 @@ class DiscriminatorState(train_state.TrainState):
   """
 
   reference: jax.Array
+
+
+class MetricDiscriminatorState(train_state.TrainState):
+  """D_metric's train state plus its queue: the windows and PESQ labels of
+  the two steps before a checkpoint, which the next two steps train on
+  (metric_labels.MetricLabeller). The queue is data, saved so that a
+  resumed run trains on what the uninterrupted one would; during a run the
+  labeller holds it and the state's copy is zeros.
+  """
+
+  queue: dict[str, jax.Array]
 
 
 def learning_rate_schedule(config: Config,
@@ -58,3 +71,10 @@ def make_optimizer(config: Config, total_steps: int | None = None
   # such steps can throw a trained G off for good.
   return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
                      optimizer)
+
+
+def make_metric_optimizer(config: Config) -> optax.GradientTransformation:
+  """D_metric's optimizer: Adam at --metric_learning_rate, constant (as
+  MetricGAN+), whatever G's and D's are: it fits a regression target that
+  moves with G, which a decayed rate would stop following."""
+  return optax.adam(config.metric_learning_rate)

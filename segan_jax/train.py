@@ -19,6 +19,7 @@ from segan_jax import best_checkpoint
 from segan_jax import checkpoints
 from segan_jax import input_pipeline
 from segan_jax import logging_utils
+from segan_jax import metric_labels
 from segan_jax import parallel
 from segan_jax import preemption as preemption_lib
 from segan_jax import systems
@@ -104,6 +105,10 @@ def train_and_evaluate(config: Config, workdir: str,
     total_steps = schedule.steps_per_epoch * config.num_epochs
     states, train_rng, start_step = _initial_states(
         config, checkpointer, data, total_steps, resuming)
+    labeller = _metric_labeller(config, strategy)
+    if labeller is not None:
+      stack.callback(labeller.close)
+      states = labeller.resume(states, start_step)
     logging.info('%s: %d training windows, %d steps per epoch of %d, '
                  'parallelism=%s on %d device(s).', config.model, len(data),
                  schedule.steps_per_epoch, config.batch_size, strategy.name,
@@ -134,8 +139,13 @@ def train_and_evaluate(config: Config, workdir: str,
     window_start = time.perf_counter()
     preempted = False
     for step in range(start_step, total_steps):
-      batch = strategy.put_batch(next(host_batches))
-      states, metrics = step_fn(states, batch, train_rng)
+      host_batch = next(host_batches)
+      if labeller is not None:  # waits for the labels of step - 2
+        host_batch = {**host_batch, **labeller.inputs(step)}
+      states, metrics = step_fn(states, strategy.put_batch(host_batch),
+                                train_rng)
+      if labeller is not None:  # labels step - 1's probe while this runs
+        metrics = labeller.record(step, metrics)
       done = step + 1
       pending.append((done, metrics))
       progress.update(1)
@@ -159,11 +169,15 @@ def train_and_evaluate(config: Config, workdir: str,
             'learning_rate': float(learning_rate(done))}
         if config.nan_policy == 'skip_step':
           host_metrics['skipped'] = float(skipped)
+        if labeller is not None:
+          host_metrics.update(labeller.timing())
         last_logged, window_start = done, time.perf_counter()
         _log(history, writer, done, host_metrics)
         _show_progress(progress, host_metrics, done, schedule.steps_per_epoch)
       if save_now or preempted:
         host_states = strategy.get_state(states)
+        if labeller is not None:  # the labelled windows of the next 2 steps
+          host_states = labeller.stash(host_states, done)
         checkpointer.save(done, host_states, train_rng, epoch, config)
         logging.info('Saved checkpoint for epoch %.4g at %s/%d.',
                      done / schedule.steps_per_epoch, checkpointer.directory,
@@ -208,6 +222,24 @@ def _initial_states(config: Config, checkpointer: checkpoints.Checkpointer,
     # reference stay this run's own.
     states, _ = warm_start.warm_start(jax.device_get(states), config)
   return states, train_rng, 0
+
+
+def _metric_labeller(config: Config, strategy: parallel.Strategy
+                     ) -> metric_labels.MetricLabeller | None:
+  """The PESQ labeller of --metric_discriminator (None without it)."""
+  if not config.metric_discriminator:
+    return None
+  count = config.metric_windows_per_step
+  if count > config.batch_size or count % strategy.num_devices:
+    raise ValueError(f'metric_windows_per_step {count} must be at most '
+                     f'batch_size {config.batch_size} and a multiple of the '
+                     f'{strategy.num_devices} device(s)')
+  if jax.process_count() > 1:
+    # Each process would label windows of the others' batches.
+    raise ValueError('metric_discriminator trains in a single process; this '
+                     f'run has {jax.process_count()}')
+  return metric_labels.MetricLabeller(count, config.window, config.preemphasis,
+                                      config.metric_workers)
 
 
 def _evaluate(evaluators, host_states: dict[str, Any], step: int, epoch: int,

@@ -1,4 +1,5 @@
-"""Flax modules: SEGAN generator and discriminator, the basic GAN's pair."""
+"""Flax modules: SEGAN generator and discriminator, the metric
+discriminator, the basic GAN's pair."""
 
 from segan_jax.models.discriminator import Discriminator, make_pair
 from segan_jax.models.generator import (PAPER_FEATURES, Generator,
@@ -6,3 +7,4 @@ from segan_jax.models.generator import (PAPER_FEATURES, Generator,
                                         sample_latent)
 from segan_jax.models.gan import GanDiscriminator, GanGenerator
 from segan_jax.models.layers import PREPARED, prepare_inference
+from segan_jax.models.metric_discriminator import MetricDiscriminator

@@ -75,6 +75,9 @@ def step(states, batch, rng, *, reconstruction: str, stft_weight: float = 0.0,
 
 
 def make_step(config: Config):
+  if config.metric_discriminator:
+    raise ValueError('metric_discriminator is a segan option; the '
+                     'autoencoder has no discriminator')
   return functools.partial(
       step, reconstruction=config.reconstruction_loss,
       stft_weight=config.stft_weight,

@@ -92,5 +92,8 @@ def make_step(config: Config):
   if config.mask_loss_weight:
     raise ValueError('mask_loss_weight needs a model that enhances (segan '
                      'or autoencoder); gan generates from z')
+  if config.metric_discriminator:
+    raise ValueError('metric_discriminator is a segan option; gan generates '
+                     'from z, with no clean reference to score')
   return functools.partial(step, latent_dim=config.latent_dim,
                            gan_loss=config.gan_loss)

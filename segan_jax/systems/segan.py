@@ -1,6 +1,8 @@
 """SEGAN (Pascual et al. 2017): G enhances noisy windows, D judges
 (clean or enhanced, noisy) pairs; G's loss is LSGAN plus weighted L1 (and an
-optional multi-resolution STFT term)."""
+optional multi-resolution STFT term). With --metric_discriminator a second D,
+D_metric (MetricGAN+), learns the normalised PESQ of (signal, clean) pairs
+and G's loss gains a term toward its maximum."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import numpy as np
 from segan_jax import audio
 from segan_jax import input_pipeline
 from segan_jax import losses
+from segan_jax import metric_labels
 from segan_jax import models
 from segan_jax import optimizers
 from segan_jax.config import Config
 from segan_jax.systems import common
 
+# With --metric_discriminator the states hold 'dm' (D_metric) too.
 NETWORKS = ('g', 'd')
 ENHANCES = True
 # SEGAN's G is the autoencoder's plus z: either can warm-start the other.
@@ -27,6 +31,8 @@ WARM_START_FAMILY = 'encoder_decoder'
 
 # A fold_in constant of this step's key that z does not use.
 _INSTANCE_NOISE_STREAM = 0x5e6a
+# A fold_in constant of the init key for D_metric's parameters.
+_METRIC_STREAM = 0x3e7c
 
 
 def generator(config: Config, use_z: bool | None = None) -> nn.Module:
@@ -46,6 +52,11 @@ def discriminator(config: Config) -> nn.Module:
                               dtype=jnp.dtype(config.dtype))
 
 
+def metric_discriminator(config: Config) -> nn.Module:
+  return models.MetricDiscriminator(features=config.metric_features,
+                                    dtype=jnp.dtype(config.dtype))
+
+
 def latent_shape(config: Config) -> tuple[int, int] | None:
   """z's shape per window, or None for a G without z."""
   if not config.use_z:
@@ -63,8 +74,14 @@ def generator_signature(config: Config, use_z: bool) -> dict:
 
 def signature(config: Config) -> dict:
   """What the parameters' shapes depend on (checked when restoring)."""
-  return dict(generator_signature(config, config.use_z),
-              discriminator_features=list(config.d_features))
+  signature_ = dict(generator_signature(config, config.use_z),
+                    discriminator_features=list(config.d_features))
+  if config.metric_discriminator:
+    # Only when on: runs without it keep the signature they always had.
+    signature_['metric_discriminator'] = dict(
+        features=list(config.metric_features),
+        windows_per_step=config.metric_windows_per_step)
+  return signature_
 
 
 def init_generator(config: Config, rng: jax.Array, module: nn.Module,
@@ -76,7 +93,8 @@ def init_generator(config: Config, rng: jax.Array, module: nn.Module,
 
 def create_states(config: Config, rng: jax.Array, total_steps: int | None = None,
                   train_windows: input_pipeline.WindowedPairs | None = None):
-  """``{'g', 'd'}`` train states; D carries its VBN reference batch.
+  """``{'g', 'd'}`` train states (and 'dm', D_metric's, with
+  --metric_discriminator); D carries its VBN reference batch.
 
   The reference is drawn from ``train_windows`` (zeros of its shape without
   them, e.g. as a template to restore a checkpoint into).
@@ -94,12 +112,25 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
   d_module = discriminator(config)
   pair = jnp.zeros((1, config.window, 2), jnp.float32)
   d_params = common.init_params(d_module, d_rng, pair, pair)
-  return {
+  states = {
       'g': common.new_state(g_module, g_params, tx),
       'd': common.new_state(d_module, d_params, tx,
                             optimizers.DiscriminatorState,
                             reference=jnp.asarray(reference, jnp.float32)),
   }
+  if config.metric_discriminator:
+    # Its own key stream: G's and D's initial parameters stay those of a run
+    # without it.
+    dm_module = metric_discriminator(config)
+    window = jnp.zeros((1, config.window), jnp.float32)
+    dm_params = common.init_params(
+        dm_module, jax.random.fold_in(rng, _METRIC_STREAM), window, window)
+    states['dm'] = common.new_state(
+        dm_module, dm_params, optimizers.make_metric_optimizer(config),
+        optimizers.MetricDiscriminatorState,
+        queue=jax.tree.map(jnp.asarray, metric_labels.empty_queue(
+            config.metric_windows_per_step, config.window)))
+  return states
 
 
 def train_step(g_state, d_state: optimizers.DiscriminatorState,
@@ -109,6 +140,8 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
                feature_matching_weight: float = 0.0,
                d_input_noise: float = 0.0,
                mask_loss_weight: float = 0.0, mask_floor: float = 0.0,
+               dm_state: optimizers.MetricDiscriminatorState | None = None,
+               metric_weight: float = 0.0,
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -127,10 +160,16 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
     d_input_noise: std of the instance noise added to the first signal of
       every pair D sees (the same draw for a window in D's and G's update).
     latent_shape: shape of z per example, or None for a G without z.
+    dm_state, metric_weight: D_metric's state (already updated this step),
+      or None; the weight of its term in G's loss. With it, the metrics
+      also hold the probe (metric_labels.PROBE_KEYS): G's output, clean
+      and noisy for the first ``len(batch['metric_labels'])`` windows, to
+      be labelled on the host.
     axis_name: the pmap axis to average gradients over, or None.
 
   Returns:
-    (g_state, d_state, metrics): flat dict of scalars, averaged over devices.
+    (g_state, d_state, metrics): flat dict of scalars, averaged over devices
+    (and the probe's windows, per device).
   """
   noisy, clean = batch['noisy'], batch['clean']
   local_batch = noisy.shape[0]
@@ -195,6 +234,18 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
       matching = losses.feature_matching_loss(fake_features, real_features)
       metrics['g_feature_matching'] = matching
       total = total + feature_matching_weight * matching
+    if dm_state is not None:
+      # D_metric's parameters are constants here: only `signal` is
+      # differentiated.
+      scores = dm_state.apply_fn({'params': dm_state.params}, signal, clean)
+      metric_term = losses.lsgan_generator_loss(scores)
+      metrics['g_metric'] = metric_term
+      metrics['g_metric_score'] = jnp.mean(scores)
+      total = total + metric_weight * metric_term
+      probed = batch['metric_labels'].shape[0]
+      metrics.update(zip(metric_labels.PROBE_KEYS, (
+          jax.lax.stop_gradient(signal[:probed]), clean[:probed],
+          noisy[:probed])))
     total = common.add_mask_term(total, signal, noisy, clean,
                                  mask_loss_weight, mask_floor, metrics)
     return common.add_stft_term(total, signal, clean, stft_weight,
@@ -202,14 +253,76 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
 
   g_state, d_state, metrics = common.adversarial_update(
       g_state, d_state, generate, d_loss_fn, g_loss_fn, axis_name)
-  return g_state, d_state, common.device_mean(metrics, axis_name)
+  # The probe is windows, one set per device: not averaged.
+  probe = {k: metrics.pop(k) for k in metric_labels.PROBE_KEYS if k in metrics}
+  return g_state, d_state, {**common.device_mean(metrics, axis_name), **probe}
+
+
+def _device_sum(tree, axis_name: str | None):
+  return jax.lax.psum(tree, axis_name) if axis_name else tree
+
+
+def metric_update(dm_state: optimizers.MetricDiscriminatorState,
+                  batch: dict[str, jax.Array], axis_name: str | None = None):
+  """D_metric's update on the labelled windows of two steps before.
+
+  ``batch`` holds metric_labels.INPUT_KEYS: the enhanced, clean and noisy
+  windows ``[M, T]``, their labels and validity ``[M, 3]``. The loss is the
+  mean squared error of the predictions over the valid labels of the whole
+  global batch (so the same for any split over devices); with none (the
+  first two steps) it is 0 and so is the update's gradient.
+
+  Returns (dm_state, metrics): dm_loss, the mean prediction and label of
+  each column (dm_pred_enhanced, dm_label_enhanced, ...), the fraction of
+  labels that are valid, and the gradient norm.
+  """
+  columns = [batch[f'metric_{c}'] for c in metric_labels.COLUMNS]
+  signals = jnp.concatenate(columns, axis=0)
+  references = jnp.tile(batch['metric_clean'], (len(columns), 1))
+  # [M, 3] -> [3 M], column after column, as `signals`.
+  labels = batch['metric_labels'].T.reshape(-1)
+  valid = batch['metric_valid'].T.reshape(-1)
+  count = jnp.maximum(_device_sum(jnp.sum(valid), axis_name), 1.0)
+
+  def loss_fn(params):
+    predictions = dm_state.apply_fn({'params': params}, signals, references)
+    return (jnp.sum(valid * jnp.square(predictions - labels)) / count,
+            predictions)
+
+  (loss, predictions), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      dm_state.params)
+  # Each device's loss is its share of the global mean: sums, not means.
+  loss, grads = _device_sum((loss, grads), axis_name)
+  dm_state = dm_state.apply_gradients(grads=grads)
+  metrics = {'dm_loss': loss, 'dm_grad_norm': common.global_norm(grads),
+             'dm_labelled': _device_sum(jnp.sum(valid), axis_name) /
+                            _device_sum(valid.size, axis_name)}
+  per_column = [x.reshape(len(columns), -1)
+                for x in (predictions, labels, valid)]
+  for name, column_predictions, column_labels, column_valid in zip(
+      metric_labels.COLUMNS, *per_column):
+    column_count = jnp.maximum(
+        _device_sum(jnp.sum(column_valid), axis_name), 1.0)
+    for kind, values in (('pred', column_predictions),
+                         ('label', column_labels)):
+      metrics[f'dm_{kind}_{name}'] = _device_sum(
+          jnp.sum(column_valid * values), axis_name) / column_count
+  return dm_state, metrics
 
 
 def step(states, batch, rng, *, axis_name=None, **kwargs):
-  """train_step on the states dict the training loop carries."""
+  """train_step on the states dict the training loop carries; D_metric's
+  update first when it is there."""
+  dm_state, dm_metrics = states.get('dm'), {}
+  if dm_state is not None:
+    dm_state, dm_metrics = metric_update(dm_state, batch, axis_name)
   g_state, d_state, metrics = train_step(states['g'], states['d'], batch, rng,
+                                         dm_state=dm_state,
                                          axis_name=axis_name, **kwargs)
-  return {'g': g_state, 'd': d_state}, metrics
+  new_states = {'g': g_state, 'd': d_state}
+  if dm_state is not None:
+    new_states['dm'] = dm_state
+  return new_states, {**metrics, **dm_metrics}
 
 
 def make_step(config: Config):
@@ -221,4 +334,5 @@ def make_step(config: Config):
       d_input_noise=config.d_input_noise,
       mask_loss_weight=config.mask_loss_weight,
       mask_floor=audio.attenuation_floor(config.attenuation_limit_db),
+      metric_weight=config.metric_weight,
       latent_shape=latent_shape(config))

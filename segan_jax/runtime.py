@@ -1,4 +1,5 @@
-"""Process settings that make XLA:CPU faster, applied by the entry points.
+"""Process settings applied by the entry points: huge-page malloc and the
+compilation cache, which make XLA:CPU faster, and XLA:GPU's deterministic ops.
 
 XLA:CPU allocates each step's temporary buffers (over a gigabyte for SEGAN's
 paper-size train step) with ``malloc`` and frees them when the step ends.
@@ -166,3 +167,36 @@ def enable_compilation_cache(path: str | None) -> str | None:
   if not os.environ.get(MIN_COMPILE_TIME_ENV):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   return path
+
+
+DETERMINISTIC_OPS_FLAG = '--xla_gpu_deterministic_ops=true'
+
+
+def deterministic_xla_flags(xla_flags: str, enabled: bool) -> str:
+  """``xla_flags`` (an $XLA_FLAGS value) with XLA:GPU's deterministic-ops
+  flag set to ``enabled``: any earlier setting of it is replaced, the other
+  flags are kept in order."""
+  kept = [f for f in xla_flags.split()
+          if not f.startswith('--xla_gpu_deterministic_ops')]
+  if enabled:
+    kept.append(DETERMINISTIC_OPS_FLAG)
+  return ' '.join(kept)
+
+
+def set_deterministic_ops(enabled: bool) -> None:
+  """Makes XLA:GPU's ops deterministic (same inputs, same bits: no atomics
+  in reductions and scatters, cuDNN algorithms picked deterministically), or
+  takes the flag back out of $XLA_FLAGS.
+
+  XLA reads $XLA_FLAGS once, when JAX's backends start, so this must run
+  before the first array or jit call; later it raises RuntimeError rather
+  than silently doing nothing. No effect on XLA:CPU, which is deterministic
+  anyway.
+  """
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if xla_bridge.backends_are_initialized():
+    raise RuntimeError(
+        'set_deterministic_ops: JAX\'s backend is already initialised, so '
+        'XLA_FLAGS is no longer read; call it before any JAX computation')
+  os.environ['XLA_FLAGS'] = deterministic_xla_flags(
+      os.environ.get('XLA_FLAGS', ''), enabled)

@@ -285,6 +285,10 @@ def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
   runs = {name: json.loads((tmp_path / f'{name}.json').read_text())
           for name in ('batch64_cold', 'batch64_cached', 'batch400')}
   assert [r['batch_size'] for r in runs.values()] == [64, 64, 400]
+  report = json.loads((tmp_path / 'memory400.json').read_text())
+  assert (report['batch_size'], report['conv_backend']) == (400, 'gpu')
+  assert report['planned_bytes'] > 0 and report['top_buffers']
+  assert len(list(tmp_path.iterdir())) <= 8  # The device tool's limit.
   assert all(r['device'] == 'cpu' and r['model_size'] == 'tiny'
              for r in runs.values())
   # The second run loads the first one's programs from the cache (a fresh

@@ -1,4 +1,4 @@
-"""segan_jax.runtime: when entry points restart with huge-page malloc."""
+"""segan_jax.runtime: huge-page malloc restarts, deterministic XLA flags."""
 
 import os
 import subprocess
@@ -68,3 +68,34 @@ def test_process_restarts_once_with_the_tunable():
   # call, the original process never did.
   assert _child_tunables({}) == [TUNABLE]
   assert _child_tunables({runtime.OPT_OUT_ENV: '1'}) == []
+
+
+def test_deterministic_xla_flags_adds_replaces_and_removes_the_flag():
+  flag = runtime.DETERMINISTIC_OPS_FLAG
+  assert runtime.deterministic_xla_flags('', True) == flag
+  assert runtime.deterministic_xla_flags(
+      '--xla_a=1 --xla_gpu_deterministic_ops=false --xla_b=2', True) == (
+          f'--xla_a=1 --xla_b=2 {flag}')
+  assert runtime.deterministic_xla_flags(f'--xla_a=1 {flag}', False) == (
+      '--xla_a=1')
+
+
+def test_set_deterministic_ops_after_backend_start_is_an_error(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.numpy.zeros(1).block_until_ready()  # Starts the backend.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_a=1')
+  with pytest.raises(RuntimeError, match='already initialised'):
+    runtime.set_deterministic_ops(True)
+  assert os.environ['XLA_FLAGS'] == '--xla_a=1'
+
+
+def test_set_deterministic_ops_before_backend_start_sets_xla_flags():
+  # A fresh interpreter: this one's backend has started.
+  code = ('import os; from segan_jax import runtime; '
+          'runtime.set_deterministic_ops(True); '
+          'print(os.environ["XLA_FLAGS"]); import jax; jax.numpy.zeros(1)')
+  env = dict(os.environ, XLA_FLAGS='--xla_cpu_enable_fast_math=false')
+  out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == ['--xla_cpu_enable_fast_math=false',
+                 runtime.DETERMINISTIC_OPS_FLAG]

@@ -66,9 +66,9 @@ timeout -s TERM -k 60 "$TRAIN_S" "$PYTHON" launch.py \
   "${MODEL[@]}" > "$OUT/train.log" 2>&1
 echo "train: exit $? (124: stopped by TRAIN_S after its SIGTERM checkpoint)"
 cp "$work/metrics.jsonl" "$OUT/" 2>/dev/null
-"$PYTHON" -m segan_jax.pretrained.bundle --workdir="$work" \
+"$PYTHON" -m segan_jax --mode=bundle --workdir="$work" \
   --checkpoint_step="$("$PYTHON" -c 'import sys; from segan_jax import checkpoints; print(checkpoints.steps(sys.argv[1])[-1])' "$work" 2>/dev/null)" \
-  --name=segan_vbd --version="$VERSION" --root="$work/bundles" \
+  --bundle_name=segan_vbd --bundle_version="$VERSION" --bundle_root="$work/bundles" \
   >> "$OUT/train.log" 2>&1 || { echo "bundle failed: see train.log"; exit 1; }
 cp "$work/bundles/segan_vbd/params.npz" "$work/bundles/segan_vbd/manifest.json" "$OUT/"
 status=0

@@ -9,7 +9,6 @@ import os
 import numpy as np
 import soundfile
 import soxr
-from scipy import ndimage
 from scipy import signal
 
 SAMPLE_RATE = 16000
@@ -74,8 +73,9 @@ def deemphasis(y: np.ndarray, coeff: float = PREEMPHASIS,
   return signal.lfilter(b, a, y, axis=-1).astype(np.float32)
 
 
-# Frames of the output mask: 64 ms (hop 16 ms), fine enough in frequency to
-# separate a voice's harmonics from the noise between them.
+# Frames of the output mask (segan_jax/output_settings.py) and of the loss on
+# it: 64 ms (hop 16 ms), fine enough in frequency to separate a voice's
+# harmonics from the noise between them.
 MASK_FFT = 1024
 
 
@@ -84,89 +84,6 @@ def attenuation_floor(limit_db: float) -> float:
   if not limit_db:
     return 0.0
   return 10.0**(-limit_db / 20)
-
-
-def mask_gain(x: np.ndarray, e: np.ndarray, oversubtraction: float = 0.0,
-              noise_frames: int = 1) -> np.ndarray:
-  """The gain per STFT bin that G's output ``e`` implies for the input ``x``.
-
-  With ``oversubtraction`` 0, the ratio min(1, |e| / |x|). With α > 0, the
-  Wiener gain |e|² / (|e|² + α N): what G removed, N = |x − e|², taken as the
-  noise estimate and weighted by α (over-subtraction, as in spectral
-  subtraction), so that a bin G only partly cleaned is attenuated further.
-  With ``noise_frames`` k > 1, N is first averaged over the k frames centred
-  on each (the last axis is time): noise changes more slowly than speech, and
-  a smoothed estimate does not swing from frame to frame into the isolated
-  tones of "musical noise". The ratio gain has no noise estimate and ignores
-  it. Both gains lie in [0, 1]. A bin where the input is silent stays silent
-  whatever its gain.
-  """
-  check_mask_settings(oversubtraction, noise_frames)
-  if not oversubtraction:
-    return np.minimum(1.0, np.abs(e) / np.maximum(np.abs(x), 1e-12))
-  speech = np.abs(e)**2
-  noise = np.abs(x - e)**2
-  if noise_frames > 1:
-    noise = ndimage.uniform_filter1d(noise, noise_frames, axis=-1,
-                                     mode='reflect')
-  total = speech + oversubtraction * noise
-  return np.where(total > 0, speech / np.maximum(total, 1e-30), 1.0)
-
-
-def check_mask_settings(oversubtraction: float, noise_frames: int,
-                        prefix: str = '') -> None:
-  """Raises ValueError unless `mask_gain` can take these settings; errors
-  name them as mask_oversubtraction and mask_noise_frames after ``prefix``
-  ('--' where they came as flags). A centred average needs an odd count of
-  frames."""
-  if not oversubtraction >= 0.0:
-    raise ValueError(f'{prefix}mask_oversubtraction must be >= 0 (0: the '
-                     f'ratio gain), got {oversubtraction}')
-  if not (isinstance(noise_frames, (int, np.integer)) and noise_frames >= 1
-          and noise_frames % 2 == 1):
-    raise ValueError(f'{prefix}mask_noise_frames must be an odd count >= 1 '
-                     f'(1: no smoothing), got {noise_frames}')
-
-
-def mask_with(noisy: np.ndarray, enhanced: np.ndarray, floor: float = 0.0,
-              n_fft: int = MASK_FFT, oversubtraction: float = 0.0,
-              noise_frames: int = 1) -> np.ndarray:
-  """``noisy`` filtered by the gain that ``enhanced`` implies, per STFT bin.
-
-  The gain is `mask_gain` of the STFTs of ``noisy`` and ``enhanced`` (the
-  ratio min(1, |E| / |X|), or the Wiener gain with ``oversubtraction``), at
-  least ``floor``. The result keeps the input's phase and fine structure and
-  only attenuates it, so where G distorts a voice it has not learned, the
-  distortion does not reach the output; what G removes, it still removes. A
-  gain of 1 everywhere gives ``noisy`` back exactly.
-
-  Args:
-    noisy: signals ``[..., T]``.
-    enhanced: G's outputs for them, the same shape.
-    floor: the least gain (the attenuation limit; 0: none).
-    n_fft: frame length (Hann, 75 % overlap).
-    oversubtraction: 0 for the ratio gain; α > 0 for the Wiener gain.
-    noise_frames: frames the Wiener gain's noise estimate is averaged over
-      (odd; 1: none).
-
-  Returns:
-    Float32 signals of ``noisy``'s shape.
-  """
-  noisy = np.asarray(noisy, np.float32)
-  enhanced = np.asarray(enhanced, np.float32)
-  if noisy.shape != enhanced.shape:
-    raise ValueError(f'mask_with: shapes differ: {noisy.shape} and '
-                     f'{enhanced.shape}')
-  length = noisy.shape[-1]
-  if n_fft > length:
-    raise ValueError(f'mask_with: {n_fft}-sample frames need signals at '
-                     f'least that long, got {length}')
-  frames = dict(nperseg=n_fft, noverlap=3 * n_fft // 4, window='hann')
-  _, _, x = signal.stft(noisy, axis=-1, **frames)
-  _, _, e = signal.stft(enhanced, axis=-1, **frames)
-  gain = np.maximum(mask_gain(x, e, oversubtraction, noise_frames), floor)
-  _, y = signal.istft(gain * x, time_axis=-1, freq_axis=-2, **frames)
-  return y[..., :length].astype(np.float32)
 
 
 def _check_window_args(length: int, window: int, hop: int) -> None:

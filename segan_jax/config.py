@@ -8,18 +8,8 @@ from typing import Any
 from segan_jax import audio
 from segan_jax import augment
 from segan_jax import noise_mix
-from segan_jax.models.generator import PAPER_FEATURES
-
-# Named model sizes: (encoder features, kernel size, window size).
-MODEL_SIZES = {
-    # Pascual et al. 2017: 11 layers, kernel 31, windows of 2^14 samples.
-    'paper': (PAPER_FEATURES, 31, 16384),
-    # Same depth, kernel and window as the paper, 1/8 of the width: trains the
-    # demo on two CPU cores in about two minutes.
-    'demo': (tuple(max(2, f // 8) for f in PAPER_FEATURES), 31, 16384),
-    # For unit tests: 5 layers on 1024-sample windows.
-    'tiny': ((4, 8, 8, 16, 16), 15, 1024),
-}
+from segan_jax import output_settings
+from segan_jax.model_sizes import MODEL_SIZES
 
 PARALLELISM = ('auto', 'none', 'pmap', 'sharding')
 NAN_POLICIES = ('stop', 'skip_step')
@@ -47,6 +37,20 @@ CHOICES = {
 def option(default: Any, help_text: str) -> Any:
   """A Config field with its one description, which its flag's help reads."""
   return dataclasses.field(default=default, metadata={'help': help_text})
+
+
+# What each output setting's help ends with.
+_SAVED_WITH_THE_RUN = (
+    ' Saved with the run and its bundles: its enhance, evaluate and '
+    'validation use it; --mode=enhance, evaluate or bundle may override it.')
+
+
+def output_option(name: str, help_text: str) -> Any:
+  """The Config field of output setting ``name`` (an `OutputSettings`
+  field, whose default it takes)."""
+  default = getattr(output_settings.OutputSettings(), name)
+  return dataclasses.field(default=default, metadata={
+      'help': help_text + _SAVED_WITH_THE_RUN, 'output_setting': True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,50 +120,44 @@ class Config:
   # large one in the waveform, and it swings segmental SNR by several dB from
   # one checkpoint to the next. First order: a steeper filter's phase shift
   # reaches into the speech band and costs more SNR than it saves.
-  output_highpass_hz: float = option(
-      0.0, 'Enhanced audio is high-passed at this frequency (1st-order '
-      'Butterworth, with the de-emphasis; 0: off). Saved with the run: its '
-      'enhance, evaluate and validation use it.')
+  output_highpass_hz: float = output_option(
+      'output_highpass_hz', 'Enhanced audio is high-passed at this frequency '
+      '(1st-order Butterworth, with the de-emphasis; 0: off).')
 
   # Why: a G trained on few voices removes the noise of an unseen one only in
   # part and distorts its speech where it does; keeping a little of the input
   # masks that distortion (what DeepFilterNet's atten_lim_db does).
-  attenuation_limit_db: float = option(
-      0.0, 'Enhanced audio keeps the noisy input mixed in at -this dB '
-      '(out = (1 - g) * enhanced + g * noisy, g = 10**(-x / 20)): noise is '
-      'attenuated by at most this much (0: no limit). Saved with the run: '
-      'its enhance, evaluate and validation use it; --mode=enhance or '
-      'evaluate may override it.')
+  attenuation_limit_db: float = output_option(
+      'attenuation_limit_db', 'Enhanced audio keeps the noisy input mixed in '
+      'at -this dB (out = (1 - g) * enhanced + g * noisy, g = 10**(-x / '
+      '20)): noise is attenuated by at most this much (0: no limit).')
 
   # Why: G's waveform carries its distortions of a voice it has not learned;
   # a gain on the input's own spectrum cannot synthesise any, and keeps what
   # G removes (docs/recipes.md, "The output mask").
-  output_mask: bool = option(
-      False, "Enhanced audio is the noisy input with G's gain applied per "
-      'STFT bin, min(1, |G(x)| / |x|) in 64 ms frames, floored at the '
-      "attenuation limit, instead of G's waveform. Saved with the run: its "
-      'enhance, evaluate and validation use it; --mode=enhance or evaluate '
-      'may override it.')
+  output_mask: bool = output_option(
+      'output_mask', "Enhanced audio is the noisy input with G's gain applied "
+      'per STFT bin, min(1, |G(x)| / |x|) in 64 ms frames, floored at the '
+      "attenuation limit, instead of G's waveform.")
   # Why: the ratio gain keeps a bin that G cleaned only in part at G's level;
   # counting what G removed as noise, over-weighted, attenuates such bins
   # further without synthesising anything (docs/recipes.md, "The Wiener
   # gain").
-  mask_oversubtraction: float = option(
-      0.0, 'With --output_mask, the gain per bin: 0 for the ratio min(1, '
-      '|G(x)| / |x|); a > 0 for the Wiener gain |G(x)|^2 / (|G(x)|^2 + a |x - '
-      'G(x)|^2), what G removed taken as noise and weighted by a. Saved with '
-      'the run like --output_mask; --mode=enhance or evaluate may override '
-      'it. --mask_loss_weight trains with the ratio gain either way.')
+  mask_oversubtraction: float = output_option(
+      'mask_oversubtraction', 'With --output_mask, the gain per bin: 0 for '
+      'the ratio min(1, |G(x)| / |x|); a > 0 for the Wiener gain |G(x)|^2 / '
+      '(|G(x)|^2 + a |x - G(x)|^2), what G removed taken as noise and '
+      'weighted by a. --mask_loss_weight trains with the ratio gain either '
+      'way.')
   # Why: what G removed swings from frame to frame where it cleans a bin only
   # in part, and a Wiener gain on that swinging estimate leaves isolated
   # tones ("musical noise"); noise changes more slowly than speech
   # (docs/recipes.md, "Averaging the noise estimate").
-  mask_noise_frames: int = option(
-      1, "With --output_mask and the Wiener gain: the noise estimate |x - "
-      "G(x)|^2 is averaged over this many STFT frames (16 ms apart) centred "
-      'on each, before the gain is taken (odd; 1: no smoothing). Saved with '
-      'the run like --output_mask; --mode=enhance or evaluate may override '
-      'it. The ratio gain ignores it.')
+  mask_noise_frames: int = output_option(
+      'mask_noise_frames', 'With --output_mask and the Wiener gain: the '
+      'noise estimate |x - G(x)|^2 is averaged over this many STFT frames (16 '
+      'ms apart) centred on each, before the gain is taken (odd; 1: no '
+      'smoothing). The ratio gain ignores it.')
 
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')
@@ -366,14 +364,8 @@ class Config:
       raise ValueError('metric_discriminator needs windows of at least 0.25 s '
                        f'({audio.SAMPLE_RATE // 4} samples), what PESQ '
                        f'scores; window_size is {self.window}')
-    audio.check_mask_settings(self.mask_oversubtraction,
-                              self.mask_noise_frames)
-    if not self.attenuation_limit_db >= 0.0:
-      raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
-                       f'{self.attenuation_limit_db}')
-    if not 0.0 <= self.output_highpass_hz < 4000.0:
-      raise ValueError('output_highpass_hz must be in [0, 4000), got '
-                       f'{self.output_highpass_hz}')
+    # The output settings' own checks (attenuation, mask, high-pass).
+    output_settings.OutputSettings.from_config(self)
     # The augmentation's own checks (ranges, probabilities, gain_db >= 0);
     # its normalised ranges are kept.
     augmentation = augment.Augmentation.from_config(self)

@@ -20,6 +20,7 @@ from absl import logging
 from segan_jax import audio
 from segan_jax import enhance
 from segan_jax import files
+from segan_jax import generators
 from segan_jax import metrics
 from segan_jax.datasets import pairs as pairs_lib
 
@@ -39,27 +40,45 @@ def _score(references: Sequence[np.ndarray], signals: Sequence[np.ndarray],
     raise
 
 
-def enhance_and_score(enhancer: enhance.Enhancer, source,
-                      max_files: int | None = None,
-                      num_workers: int | None = None) -> dict[str, list[dict]]:
-  """Enhances each utterance of ``source``; scores noisy and enhanced.
-
-  Returns ``{'ids': [...], 'noisy': rows, 'model': rows}`` (rows: one flat
-  metrics dict per file).
-  """
+def _examples(source, max_files: int | None) -> list[dict]:
+  """The first ``max_files`` (default: all) utterances of ``source``."""
   count = len(source) if max_files is None else min(max_files, len(source))
   if count < 1:
     raise ValueError(f'nothing to evaluate: the split has {len(source)} '
                      f'file(s) and --max_files is {max_files}')
-  ids, cleans, noisies, enhanced = [], [], [], []
-  for i in range(count):
-    example = source[i]
-    ids.append(example['id'])
-    cleans.append(example['clean'])
-    noisies.append(example['noisy'])
-    enhanced.append(enhancer.enhance_signal(example['noisy']))
-  return {'ids': ids,
-          'noisy': _score(cleans, noisies, ids, num_workers),
+  return [source[i] for i in range(count)]
+
+
+def score_noisy(source, max_files: int | None = None,
+                num_workers: int | None = None) -> list[dict]:
+  """The scores of the noisy inputs themselves (rows as `enhance_and_score`
+  gives), which do not change from one checkpoint to the next."""
+  examples = _examples(source, max_files)
+  return _score([e['clean'] for e in examples], [e['noisy'] for e in examples],
+                [e['id'] for e in examples], num_workers)
+
+
+def enhance_and_score(enhancer: enhance.WindowEnhancer, source,
+                      max_files: int | None = None,
+                      num_workers: int | None = None,
+                      noisy_rows: list[dict] | None = None
+                      ) -> dict[str, list[dict]]:
+  """Enhances each utterance of ``source``; scores noisy and enhanced.
+
+  Returns ``{'ids': [...], 'noisy': rows, 'model': rows}`` (rows: one flat
+  metrics dict per file). ``noisy_rows`` (`score_noisy` of the same files),
+  when given, are used instead of scoring the noisy inputs again.
+  """
+  examples = _examples(source, max_files)
+  ids = [e['id'] for e in examples]
+  cleans = [e['clean'] for e in examples]
+  enhanced = [enhancer.enhance_signal(e['noisy']) for e in examples]
+  if noisy_rows is None:
+    noisy_rows = score_noisy(source, max_files, num_workers)
+  elif len(noisy_rows) != len(examples):
+    raise ValueError(f'{len(noisy_rows)} noisy rows for {len(examples)} '
+                     'files')
+  return {'ids': ids, 'noisy': noisy_rows,
           'model': _score(cleans, enhanced, ids, num_workers)}
 
 
@@ -101,18 +120,21 @@ def summarize(model_rows: list[dict], noisy_rows: list[dict] | None,
   return summary
 
 
-def evaluate_checkpoint(generator: enhance.TrainedGenerator, source, *, results: str,
-                        label: str, batch_size: int = 8,
-                        max_files: int | None = None,
-                        num_workers: int | None = None,
-                        enhancer: enhance.Enhancer | None = None
-                        ) -> tuple[dict, str]:
-  """Enhances and scores a dataset split; returns (summary, table)."""
+def evaluate_generator(generator: generators.TrainedGenerator, source, *,
+                       results: str, label: str, batch_size: int = 8,
+                       max_files: int | None = None,
+                       num_workers: int | None = None,
+                       enhancer: enhance.Enhancer | None = None,
+                       noisy_rows: list[dict] | None = None
+                       ) -> tuple[dict, str]:
+  """Enhances a dataset split with ``generator`` and scores it; returns
+  (summary, table). ``noisy_rows``: as for `enhance_and_score`."""
   if enhancer is None:
     enhancer = enhance.Enhancer(generator, batch_size=batch_size)
   else:  # reuse its compiled program (e.g. for validation during training)
     enhancer.set_params(generator.params)
-  scored = enhance_and_score(enhancer, source, max_files, num_workers)
+  scored = enhance_and_score(enhancer, source, max_files, num_workers,
+                             noisy_rows)
   extra = {'checkpoint': generator.source} if generator.source else {}
   summary = summarize(scored['model'], scored['noisy'], step=generator.step,
                       system=label, **extra)

@@ -36,8 +36,10 @@ from segan_jax import enhance
 from segan_jax import files
 from segan_jax import models
 from segan_jax import systems
+from segan_jax.generators import TrainedGenerator
 from segan_jax.models import layers
 from segan_jax.ops import conv
+from segan_jax.output_settings import OutputSettings
 
 FORMATS = ('onnx', 'stablehlo')
 CONTRACT_VERSION = 1
@@ -57,7 +59,7 @@ class ModelFileError(audio.AudioError):
   segan-jax model); the message names the file."""
 
 
-def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
+def contract(generator: TrainedGenerator, engine: str) -> dict:
   """What a caller of the exported program must know, as JSON-ready data."""
   config = generator.config
   latent = systems.latent_shape(config)
@@ -91,30 +93,14 @@ def contract(generator: enhance.TrainedGenerator, engine: str) -> dict:
       'deemphasis': 'the caller: y[t] = e[t] + preemphasis * y[t-1] over the '
                     'concatenated windows, with the output high-pass in the '
                     'same filter',
-      'output_highpass_hz': float(config.output_highpass_hz),
-      'output_highpass': '1st-order Butterworth high-pass (0: off), applied '
-                         'by the caller after the program',
-      'attenuation_limit_db': float(config.attenuation_limit_db),
-      'attenuation_limit': 'the caller mixes the (pre-emphasised) input '
-                           'back: out = (1 - g) * enhanced + g * input, '
-                           'g = 10**(-attenuation_limit_db / 20); 0: off',
-      'output_mask': bool(config.output_mask),
-      'mask_oversubtraction': float(config.mask_oversubtraction),
-      'mask_noise_frames': int(config.mask_noise_frames),
-      'mask': 'when output_mask: instead of the mix, the caller filters each '
-              'input window X by a gain per bin, at least g (1024-point Hann '
-              'frames, hop 256; segan_jax.audio.mask_with): with E = '
-              'STFT(enhanced), min(1, |E| / |X|) when mask_oversubtraction '
-              'is 0, else |E|^2 / (|E|^2 + mask_oversubtraction * N), N = '
-              '|X - E|^2 averaged over the mask_noise_frames frames centred '
-              'on each (scipy.ndimage.uniform_filter1d, mode reflect)',
+      **OutputSettings.from_config(config).to_contract(),
       'windowing': 'the paper: consecutive windows without overlap, the last '
                    'zero-padded; 50 % Hann overlap-add also works',
       'config': config.to_dict(),
   }
 
 
-def _per_platform_fn(generator: enhance.TrainedGenerator):
+def _per_platform_fn(generator: TrainedGenerator):
   """G's forward in the conv forms of the platform the program runs on: the
   CPU-tuned forms on CPU (lax's conv there is many times slower on SEGAN's
   short layers), lax's convolutions elsewhere. The parameters are one set of
@@ -134,7 +120,7 @@ def _per_platform_fn(generator: enhance.TrainedGenerator):
       default=branch(conv.ConvPolicy(xla_only=True)))
 
 
-def export_stablehlo(generator: enhance.TrainedGenerator) -> bytes:
+def export_stablehlo(generator: TrainedGenerator) -> bytes:
   """The zip of contract.json and jax.export's serialized program (batch
   symbolic; for CPU, CUDA and TPU)."""
   config = generator.config
@@ -153,7 +139,7 @@ def export_stablehlo(generator: enhance.TrainedGenerator) -> bytes:
   return buffer.getvalue()
 
 
-def export_onnx(generator: enhance.TrainedGenerator) -> bytes:
+def export_onnx(generator: TrainedGenerator) -> bytes:
   """G as an ONNX graph (NCW layout inside; [batch, window] outside)."""
   import onnx  # pylint: disable=g-import-not-at-top  (the 'export' extra)
   from onnx import helper, numpy_helper, TensorProto  # pylint: disable=g-import-not-at-top
@@ -246,7 +232,7 @@ def export_onnx(generator: enhance.TrainedGenerator) -> bytes:
   return onnx_model.SerializeToString()
 
 
-def export_file(generator: enhance.TrainedGenerator, export_format: str,
+def export_file(generator: TrainedGenerator, export_format: str,
                 path: str) -> int:
   """Writes G in ``export_format`` to ``path`` (atomically); returns its
   size in bytes."""
@@ -354,32 +340,20 @@ def load_program(path: str):
 class ExportedEnhancer(enhance.WindowEnhancer):
   """Enhances through an exported file (ONNX or StableHLO) with the JAX
   path's windowing, filters and file handling; z (where G has one) is drawn
-  as `enhance.Enhancer` draws it, so the same seed gives the same output."""
+  as `enhance.Enhancer` draws it, so the same seed gives the same output.
+  The output settings are the file's (its contract), or ``output_settings``,
+  with ``overrides`` by name as for `enhance.Enhancer`."""
 
   def __init__(self, path: str, batch_size: int = 8, seed: int = 0,
                overlap: float = 0.0,
-               attenuation_limit_db: float | None = None,
-               output_mask: bool | None = None,
-               mask_oversubtraction: float | None = None,
-               mask_noise_frames: int | None = None):
+               output_settings: OutputSettings | None = None,
+               **overrides: Any):
     self.program = load_program(path)
     terms = self.program.contract
-    if attenuation_limit_db is None:  # the model's own; older files: none
-      attenuation_limit_db = float(terms.get('attenuation_limit_db', 0.0))
-    if output_mask is None:
-      output_mask = bool(terms.get('output_mask', False))
-    if mask_oversubtraction is None:  # older files: the ratio gain
-      mask_oversubtraction = float(terms.get('mask_oversubtraction', 0.0))
-    if mask_noise_frames is None:  # older files: no smoothing
-      mask_noise_frames = int(terms.get('mask_noise_frames', 1))
-    super().__init__(window=int(terms['window']),
-                     preemphasis=float(terms['preemphasis']),
-                     output_highpass_hz=float(terms['output_highpass_hz']),
-                     batch_size=batch_size, overlap=overlap,
-                     attenuation_limit_db=attenuation_limit_db,
-                     output_mask=output_mask,
-                     mask_oversubtraction=mask_oversubtraction,
-                     mask_noise_frames=mask_noise_frames)
+    settings = (output_settings or OutputSettings.from_contract(terms)
+                ).with_overrides(**overrides)
+    super().__init__(int(terms['window']), float(terms['preemphasis']),
+                     batch_size, settings, overlap)
     self.engine = terms['engine']
     self.path = path
     self._source = f'{self.engine} export {path} of the {terms["source"]}'

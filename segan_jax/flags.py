@@ -18,17 +18,20 @@ from segan_jax import config as config_lib
 
 # --- Options of the modes (not part of a run's Config) ------------------------
 
+MODES = ('train', 'enhance', 'evaluate', 'report', 'export', 'bundle')
 MODE = flags.DEFINE_enum(
-    'mode', 'train', ['train', 'enhance', 'evaluate', 'report', 'export'],
+    'mode', 'train', list(MODES),
     'train; enhance --input with a checkpoint of --workdir (without one: '
     'the bundled pretrained model; with --model_file: an exported file); '
     'evaluate a checkpoint on --dataset/--split, or --enhanced_dir against '
     '--clean_dir; report: write WORKDIR/report.html; export: G to '
-    '--output as --export_format.')
+    '--output as --export_format; bundle: G of --workdir (or of the bundle '
+    '--pretrained, again) as bundle --bundle_name, with the output settings '
+    'given as flags.')
 CHECKPOINT_STEP = flags.DEFINE_integer(
-    'checkpoint_step', None, 'enhance/evaluate: checkpoint to restore '
-    '(default: the best one where the run kept it with --keep_best, else the '
-    'latest).')
+    'checkpoint_step', None, 'enhance/evaluate/export/bundle: checkpoint to '
+    'restore (default: the best one where the run kept it with --keep_best, '
+    'else the latest).')
 INPUT = flags.DEFINE_string('input', None,
                             'enhance: an audio file or a folder (recursive).')
 OUTPUT = flags.DEFINE_string(
@@ -62,9 +65,22 @@ ENHANCE_OVERLAP = flags.DEFINE_enum(
 ENHANCE_BATCH_SIZE = flags.DEFINE_integer(
     'enhance_batch_size', 8, 'enhance/evaluate: windows per device batch.')
 PRETRAINED = flags.DEFINE_string(
-    'pretrained', None, 'enhance/evaluate without --workdir: the bundled '
-    'pretrained model to use (segan_jax/pretrained/NAME; default: the '
-    'default bundle), or the path of a bundle folder.')
+    'pretrained', None, 'enhance/evaluate/export without --workdir: the '
+    'bundled pretrained model to use (segan_jax/pretrained/NAME; default: '
+    'the default bundle), or the path of a bundle folder; bundle: the '
+    'bundle to write again.')
+BUNDLE_NAME = flags.DEFINE_string(
+    'bundle_name', None, 'bundle: its name, the folder written under '
+    '--bundle_root (default: the default bundle\'s name).')
+BUNDLE_VERSION = flags.DEFINE_string('bundle_version', '1',
+                                     'bundle: its version.')
+BUNDLE_ROOT = flags.DEFINE_string(
+    'bundle_root', None, 'bundle: the folder the bundle folder is written '
+    'into (default: the package\'s segan_jax/pretrained/).')
+AVERAGE_STEPS = flags.DEFINE_list(
+    'average_steps', None, 'bundle: instead of --checkpoint_step, '
+    "checkpoints whose G parameters are averaged into the bundle, e.g. the "
+    "last few of a run's decay (weight averaging, Izmailov et al. 2018).")
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: checkpoints go to WORKDIR/checkpoints; '
     'launching again with the same workdir resumes.')

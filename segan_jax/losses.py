@@ -114,7 +114,7 @@ def masked_output_loss(enhanced: jax.Array, noisy: jax.Array,
   scored against |clean|, so G learns the gain it is used for; where |E|
   leaves the range the gain is clipped and the term has no gradient (the
   STFT term still pulls |E| toward |clean| there). The default frames are
-  the mask's (``audio.mask_with``: Hann, 75 % overlap).
+  the mask's (``output_settings.mask_with``: Hann, 75 % overlap).
   """
   def magnitude(signal):
     return stft_magnitude(signal.astype(jnp.float32), fft_size, hop)

@@ -148,6 +148,7 @@ def enable_compilation_cache(path: str | None) -> str | None:
   launch, and reading one back takes milliseconds. A set
   $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS is respected.
   """
+  # Here: cli.py imports this module before it answers --help, without JAX.
   import jax  # pylint: disable=g-import-not-at-top
   if path is None:
     path = default_compilation_cache_dir()

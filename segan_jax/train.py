@@ -1,5 +1,7 @@
-"""Train steps (pure, compiled once) of SEGAN, the autoencoder and the basic
-GAN, and the training loop they share."""
+"""The training loop that SEGAN, the autoencoder and the basic GAN share:
+resume, batches, the compiled step of the run's system (the steps are in
+segan_jax/systems/; `make_train_step` adds the NaN policy), logging,
+checkpoints, preemption, the evaluators and the best checkpoint."""
 
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ from segan_jax import warm_start
 from segan_jax.config import Config
 
 # Builds the evaluators of a run on process 0: (config, workdir, writer) ->
-# [evaluators.Evaluator] (segan_jax/evaluators.py: validation scores or GAN
-# samples). Each runs after the checkpoints of its schedule and returns flat
-# metrics, logged with the step and handed to the run's best-keeper.
+# [checkpoint_evaluators.Evaluator] (segan_jax/checkpoint_evaluators.py:
+# validation scores or GAN samples). Each runs after the checkpoints and
+# returns flat metrics, logged with the step and handed to the best-keeper.
 EvaluatorFactory = Callable[[Config, str, logging_utils.MetricWriter], list]
 
 
@@ -75,8 +77,8 @@ def train_and_evaluate(config: Config, workdir: str,
   ``{'metric', 'value', 'step'}`` of ``WORKDIR/best``, or None).
 
   ``make_evaluators(config, workdir, writer)`` builds, on process 0, what
-  runs after checkpoints (``evaluators.make_evaluators``: validation scores
-  or GAN samples); the best-keeper of ``best_checkpoint.keeper_for`` acts on
+  runs after checkpoints (``checkpoint_evaluators.make_evaluators``:
+  validation scores or GAN samples); the best-keeper of ``best_checkpoint.keeper_for`` acts on
   what they return.
 
   A run without a checkpoint of its own starts from ``config.init_from``'s

@@ -5,6 +5,7 @@ import pytest
 from scipy import signal
 
 from segan_jax import audio
+from segan_jax import output_settings
 
 
 def test_constants():
@@ -135,48 +136,48 @@ def test_restoration_filter_is_deemphasis_then_highpass():
 def test_mask_with_gives_the_input_back_at_unit_gain_and_checks_shapes():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(3, 4096)).astype(np.float32)
-  np.testing.assert_allclose(audio.mask_with(x, x), x, atol=1e-5)
+  np.testing.assert_allclose(output_settings.mask_with(x, x), x, atol=1e-5)
   # G louder than the input: the gain stays at 1 (a mask never amplifies).
-  np.testing.assert_allclose(audio.mask_with(x, 3 * x), x, atol=1e-5)
-  np.testing.assert_allclose(audio.mask_with(x, 0 * x, floor=0.5), 0.5 * x,
+  np.testing.assert_allclose(output_settings.mask_with(x, 3 * x), x, atol=1e-5)
+  np.testing.assert_allclose(output_settings.mask_with(x, 0 * x, floor=0.5), 0.5 * x,
                              atol=1e-5)
-  np.testing.assert_array_equal(audio.mask_with(0 * x, x), 0 * x)
+  np.testing.assert_array_equal(output_settings.mask_with(0 * x, x), 0 * x)
   with pytest.raises(ValueError, match='shapes differ'):
-    audio.mask_with(x, x[:, :2048])
+    output_settings.mask_with(x, x[:, :2048])
   with pytest.raises(ValueError, match='at least that long'):
-    audio.mask_with(x[:, :512], x[:, :512])
+    output_settings.mask_with(x[:, :512], x[:, :512])
 
 
 def test_wiener_gain_counts_what_g_removed_as_noise():
   x = np.array([1.0, 1.0, 1.0, 2.0, 0.0, 0.0], np.complex64)
   e = np.array([1.0, 0.5, 0.0, 1.0, 0.0, 1.0], np.complex64)
   # |e|^2 / (|e|^2 + a |x - e|^2), per bin; silent bins get 1.
-  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0),
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 1.0),
                              [1.0, 0.5, 0.0, 0.5, 1.0, 0.5], atol=1e-6)
-  np.testing.assert_allclose(audio.mask_gain(x, e, 3.0),
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 3.0),
                              [1.0, 0.25, 0.0, 0.25, 1.0, 0.25], atol=1e-6)
   # 0 is the ratio gain min(1, |e| / |x|) (a silent input's bins: 0 or 1).
-  np.testing.assert_allclose(audio.mask_gain(x, e, 0.0)[[0, 1, 2, 3, 5]],
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 0.0)[[0, 1, 2, 3, 5]],
                              [1.0, 0.5, 0.0, 0.5, 1.0], atol=1e-6)
   with pytest.raises(ValueError, match='oversubtraction must be >= 0'):
-    audio.mask_gain(x, e, -1.0)
+    output_settings.mask_gain(x, e, -1.0)
 
   rng = np.random.default_rng(2)
   noisy = rng.normal(size=(2, 4096)).astype(np.float32)
   # G that keeps half of the input: more over-subtraction attenuates more,
   # and the floor still bounds it; G's exact input passes at any weight.
   half = 0.5 * noisy
-  energies = [np.sum(audio.mask_with(noisy, half, oversubtraction=a)**2)
+  energies = [np.sum(output_settings.mask_with(noisy, half, oversubtraction=a)**2)
               for a in (0.5, 1.0, 3.0, 6.0)]
   assert all(a > b for a, b in zip(energies, energies[1:]))
   np.testing.assert_allclose(
-      audio.mask_with(noisy, half, oversubtraction=3.0), 0.25 * noisy,
+      output_settings.mask_with(noisy, half, oversubtraction=3.0), 0.25 * noisy,
       atol=1e-4)
   np.testing.assert_allclose(
-      audio.mask_with(noisy, half, floor=0.5, oversubtraction=3.0),
+      output_settings.mask_with(noisy, half, floor=0.5, oversubtraction=3.0),
       0.5 * noisy, atol=1e-4)
   np.testing.assert_allclose(
-      audio.mask_with(noisy, noisy, oversubtraction=6.0), noisy, atol=1e-5)
+      output_settings.mask_with(noisy, noisy, oversubtraction=6.0), noisy, atol=1e-5)
 
 
 def test_wiener_gain_can_average_the_noise_estimate_over_frames():
@@ -184,31 +185,31 @@ def test_wiener_gain_can_average_the_noise_estimate_over_frames():
   # bin 1: the same noise in every frame. Speech |e|^2 is 1 throughout.
   e = np.ones((2, 5), np.complex64)
   x = e + np.array([[0, 0, np.sqrt(3), 0, 0], [1, 1, 1, 1, 1]], np.complex64)
-  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0),
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 1.0),
                              [[1, 1, 0.25, 1, 1], [0.5] * 5], atol=1e-6)
   # Over 3 frames the burst's noise, 3, is spread as 1 over frames 1-3
   # (edges reflected); steady noise keeps its gain.
-  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0, noise_frames=3),
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 1.0, noise_frames=3),
                              [[1, 0.5, 0.5, 0.5, 1], [0.5] * 5], atol=1e-6)
-  np.testing.assert_allclose(audio.mask_gain(x, e, 1.0, noise_frames=1),
-                             audio.mask_gain(x, e, 1.0))
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 1.0, noise_frames=1),
+                             output_settings.mask_gain(x, e, 1.0))
   # The ratio gain has no noise estimate to average.
-  np.testing.assert_allclose(audio.mask_gain(x, e, 0.0, noise_frames=3),
-                             audio.mask_gain(x, e, 0.0))
+  np.testing.assert_allclose(output_settings.mask_gain(x, e, 0.0, noise_frames=3),
+                             output_settings.mask_gain(x, e, 0.0))
   for bad in (0, 2, -1):
     with pytest.raises(ValueError, match='must be an odd count >= 1'):
-      audio.mask_gain(x, e, 1.0, noise_frames=bad)
+      output_settings.mask_gain(x, e, 1.0, noise_frames=bad)
   # Through the STFT: G's exact input still passes, and a G that removes a
   # burst of noise loses it less abruptly than frame by frame.
   rng = np.random.default_rng(3)
   noisy = rng.normal(size=(2, 8192)).astype(np.float32)
   np.testing.assert_allclose(
-      audio.mask_with(noisy, noisy, oversubtraction=3.0, noise_frames=9),
+      output_settings.mask_with(noisy, noisy, oversubtraction=3.0, noise_frames=9),
       noisy, atol=1e-5)
   burst = noisy.copy()
   burst[:, 4000:4400] *= 4.0
   per_frame, averaged = (
-      audio.mask_with(burst, noisy, oversubtraction=3.0, noise_frames=k)
+      output_settings.mask_with(burst, noisy, oversubtraction=3.0, noise_frames=k)
       for k in (1, 9))
   # Near the burst, the averaged estimate attenuates more (it has seen the
   # burst), while away from it both gains leave the steady input alone.

@@ -27,11 +27,13 @@ import soxr
 from conftest import speechlike  # pylint: disable=g-bad-import-order
 from test_launch import launch  # pylint: disable=g-bad-import-order
 
-from segan_jax import systems
 from segan_jax import checkpoints
 from segan_jax import datasets
 from segan_jax import enhance
+from segan_jax import enhance_files
 from segan_jax import evaluate
+from segan_jax import generators
+from segan_jax import systems
 from segan_jax.config import Config
 
 OK = 'ok'            # correct output expected
@@ -273,53 +275,53 @@ def _pairs(root, names=('a.wav',), kinds=('noisy', 'clean'), lengths=None):
 
 
 def _enhancer(workdir):
-  return enhance.Enhancer(enhance.restore_generator(workdir))
+  return enhance.Enhancer(generators.restore_generator(workdir))
 
 
 def _enhance_into_input_folder(tmp, workdir):
   _good_wav(tmp / 'in' / 'a.wav')
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'in'), str(tmp / 'in'))
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'in'), str(tmp / 'in'))
 
 
 def _enhance_onto_own_file(tmp, workdir):
   _good_wav(tmp / 'in' / 'a.wav')
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'in' / 'a.wav'),
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'in' / 'a.wav'),
                         str(tmp / 'in' / 'a.wav'))
 
 
 def _enhance_folder_into_a_file(tmp, workdir):
   _good_wav(tmp / 'in' / 'a.wav')
   (tmp / 'out.wav').write_text('x')
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'in'),
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'in'),
                         str(tmp / 'out.wav'))
 
 
 def _enhance_under_a_file(tmp, workdir):
   _good_wav(tmp / 'in' / 'a.wav')
   (tmp / 'file').write_text('x')
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'in' / 'a.wav'),
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'in' / 'a.wav'),
                         str(tmp / 'file' / 'sub' / 'a.wav'))
 
 
 def _enhance_missing_input(tmp, workdir):
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'nothing.wav'),
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'nothing.wav'),
                         str(tmp / 'out'))
 
 
 def _enhance_folder_without_audio(tmp, workdir):
   (tmp / 'in').mkdir()
   (tmp / 'in' / 'notes.txt').write_text('x')
-  enhance.enhance_paths(_enhancer(workdir), str(tmp / 'in'), str(tmp / 'out'))
+  enhance_files.enhance_paths(_enhancer(workdir), str(tmp / 'in'), str(tmp / 'out'))
 
 
 def _enhance_batch_size_zero(tmp, workdir):
   del tmp
-  enhance.Enhancer(enhance.restore_generator(workdir), batch_size=0)
+  enhance.Enhancer(generators.restore_generator(workdir), batch_size=0)
 
 
 def _missing_checkpoint_step(tmp, workdir):
   del tmp
-  enhance.restore_generator(workdir, 999)
+  generators.restore_generator(workdir, 999)
 
 
 def _checkpoint_of_another_model_size(tmp, workdir):

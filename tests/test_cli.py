@@ -73,7 +73,7 @@ def test_help_succeeds_and_a_bad_flag_still_fails():
 
 def test_each_config_field_is_described_once_where_it_is_defined():
   # In a process of its own: the CLI's flags go into absl's global FLAGS,
-  # where other tools' flags (the bundler's --checkpoint_step) may already be.
+  # where other tools' flags (a benchmark's --model_size) may already be.
   check = (
       'import dataclasses\n'
       'from absl import flags\n'
@@ -88,3 +88,41 @@ def test_each_config_field_is_described_once_where_it_is_defined():
                        text=True, cwd=REPO, check=False)
   assert run.returncode == 0, run.stderr[-2000:]
   assert int(run.stdout.split()[-1]) > 40
+
+
+def test_help_answers_without_loading_jax():
+  # What `python -m segan_jax --help` runs before it answers (the restart
+  # with huge-page malloc aside), in a process of its own.
+  check = (
+      'import sys\n'
+      'from segan_jax import cli\n'
+      'for request in ("--help", "--helpfull"):\n'
+      '  try:\n'
+      '    cli.app.run(cli.main, argv=["segan_jax", request])\n'
+      '  except SystemExit:\n'
+      '    pass\n'
+      'loaded = sorted(m for m in ("jax", "flax", "orbax", "tensorflow")\n'
+      '                if m in sys.modules)\n'
+      'print("loaded:", loaded)\n')
+  run = subprocess.run([sys.executable, '-c', check], capture_output=True,
+                       text=True, cwd=REPO, timeout=120, check=False)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert '--mode' in run.stdout  # the help was printed
+  assert run.stdout.strip().splitlines()[-1] == 'loaded: []'
+
+
+def test_each_output_setting_is_a_config_field_and_an_override():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from segan_jax import config  # pylint: disable=g-import-not-at-top
+  from segan_jax import output_settings  # pylint: disable=g-import-not-at-top
+  marked = [f.name for f in dataclasses.fields(config.Config)
+            if f.metadata.get('output_setting')]
+  assert sorted(marked) == sorted(output_settings.NAMES)
+  defaults = config.Config()
+  assert output_settings.OutputSettings.from_config(defaults) == (
+      output_settings.OutputSettings())
+  for name in output_settings.NAMES:
+    help_text = dataclasses.fields(config.Config)[
+        [f.name for f in dataclasses.fields(config.Config)].index(name)
+    ].metadata['help']
+    assert help_text.endswith('may override it.'), name

@@ -1,5 +1,6 @@
 """Restore a checkpoint, enhance files of any format, score with the paper's metrics."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,7 +16,10 @@ from conftest import speechlike  # pylint: disable=g-bad-import-order
 from segan_jax import audio
 from segan_jax import checkpoints
 from segan_jax import enhance
+from segan_jax import enhance_files
 from segan_jax import evaluate
+from segan_jax import generators
+from segan_jax.output_settings import OutputSettings
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 needs_shared = pytest.mark.skipif(
@@ -26,8 +30,9 @@ class IdentityEnhancer(enhance.WindowEnhancer):
   """G replaced by the identity: the pipeline around it must give x back."""
 
   def __init__(self, window=1024, overlap=0.0, highpass_hz=0.0):
-    super().__init__(window, preemphasis=0.95, output_highpass_hz=highpass_hz,
-                     batch_size=4, overlap=overlap)
+    super().__init__(window, preemphasis=0.95, batch_size=4,
+                     output_settings=OutputSettings(
+                         output_highpass_hz=highpass_hz), overlap=overlap)
 
   def enhance_batch(self, batch, index):
     return batch
@@ -37,7 +42,7 @@ class IdentityEnhancer(enhance.WindowEnhancer):
 def test_identity_round_trip_16k_is_exact(tmp_path, overlap):
   x = speechlike(16000, 2.3, 1)  # not a whole number of windows
   soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
-  enhance.enhance_file(IdentityEnhancer(overlap=overlap),
+  enhance_files.enhance_file(IdentityEnhancer(overlap=overlap),
                        str(tmp_path / 'in.wav'), str(tmp_path / 'out.wav'))
   y, rate = soundfile.read(tmp_path / 'out.wav', dtype='float32')
   assert rate == 16000 and y.shape == (x.shape[0],)
@@ -48,9 +53,9 @@ class SilencingEnhancer(enhance.WindowEnhancer):
   """G that removes everything: what is left is the attenuation limit's."""
 
   def __init__(self, overlap=0.0, limit_db=0.0):
-    super().__init__(1024, preemphasis=0.95, output_highpass_hz=0.0,
-                     batch_size=4, overlap=overlap,
-                     attenuation_limit_db=limit_db)
+    super().__init__(1024, preemphasis=0.95, batch_size=4,
+                     output_settings=OutputSettings(
+                         attenuation_limit_db=limit_db), overlap=overlap)
 
   def enhance_batch(self, batch, index):
     return np.zeros_like(batch)
@@ -66,7 +71,7 @@ def test_attenuation_limit_keeps_the_input_at_its_level(overlap):
   np.testing.assert_allclose(kept, 0.1 * x, atol=1e-5)
   # With the identity G the output is the input at any limit.
   identity = IdentityEnhancer(overlap=overlap)
-  identity.attenuation_limit_db = 10.5
+  identity.output_settings = OutputSettings(attenuation_limit_db=10.5)
   np.testing.assert_allclose(identity.enhance_signal(x), x, atol=1e-5)
   with pytest.raises(ValueError, match='attenuation_limit_db'):
     SilencingEnhancer(limit_db=-1.0)
@@ -76,9 +81,10 @@ class LowpassEnhancer(enhance.WindowEnhancer):
   """G that keeps what is below 2 kHz of each window and removes the rest."""
 
   def __init__(self, output_mask, limit_db=0.0):
-    super().__init__(4096, preemphasis=0.95, output_highpass_hz=0.0,
-                     batch_size=4, attenuation_limit_db=limit_db,
-                     output_mask=output_mask)
+    super().__init__(4096, preemphasis=0.95, batch_size=4,
+                     output_settings=OutputSettings(
+                         attenuation_limit_db=limit_db,
+                         output_mask=output_mask))
 
   def enhance_batch(self, batch, index):
     spectrum = np.fft.rfft(batch, axis=-1)
@@ -96,10 +102,11 @@ def _band_energy(x, low, high):
 def test_output_mask_filters_the_input_by_gs_gain(overlap):
   x = speechlike(16000, 2.3, 1)[:, 0]
   identity = IdentityEnhancer(overlap=overlap)
-  identity.output_mask = True
+  identity.output_settings = OutputSettings(output_mask=True)
   np.testing.assert_allclose(identity.enhance_signal(x), x, atol=1e-5)
   silencing = SilencingEnhancer(overlap, limit_db=20.0)
-  silencing.output_mask = True
+  silencing.output_settings = dataclasses.replace(
+      silencing.output_settings, output_mask=True)
   np.testing.assert_allclose(silencing.enhance_signal(x), 0.1 * x, atol=1e-5)
 
   noise = np.random.default_rng(0).normal(0, 0.1, 3 * 16000).astype(np.float32)
@@ -122,8 +129,10 @@ class HalvingEnhancer(enhance.WindowEnhancer):
   """G that keeps half of each window: a gain of 0.5 on every bin."""
 
   def __init__(self, overlap=0.0, **kwargs):
-    super().__init__(4096, preemphasis=0.95, output_highpass_hz=0.0,
-                     batch_size=4, overlap=overlap, output_mask=True, **kwargs)
+    super().__init__(4096, preemphasis=0.95, batch_size=4,
+                     output_settings=OutputSettings(output_mask=True,
+                                                    **kwargs),
+                     overlap=overlap)
 
   def enhance_batch(self, batch, index):
     return 0.5 * batch
@@ -143,7 +152,7 @@ def test_mask_oversubtraction_picks_the_wiener_gain(overlap):
       HalvingEnhancer(overlap, mask_oversubtraction=3.0,
                       attenuation_limit_db=20 * np.log10(1 / 0.4)
                       ).enhance_signal(x), 0.4 * x, atol=1e-4)
-  with pytest.raises(ValueError, match='--mask_oversubtraction must be >= 0'):
+  with pytest.raises(ValueError, match='mask_oversubtraction must be >= 0'):
     HalvingEnhancer(mask_oversubtraction=-1.0)
 
 
@@ -156,7 +165,8 @@ def test_mask_noise_frames_average_the_wiener_gains_noise(overlap):
   per_frame = HalvingEnhancer(overlap, mask_oversubtraction=3.0)
   averaged = HalvingEnhancer(overlap, mask_oversubtraction=3.0,
                              mask_noise_frames=9)
-  assert averaged.mask_noise_frames == 9 and per_frame.mask_noise_frames == 1
+  assert averaged.output_settings.mask_noise_frames == 9
+  assert per_frame.output_settings.mask_noise_frames == 1
   np.testing.assert_allclose(per_frame.enhance_signal(x), 0.25 * x, atol=1e-4)
   y = averaged.enhance_signal(x)
   assert np.abs(y - 0.25 * x).max() > 1e-2
@@ -165,7 +175,7 @@ def test_mask_noise_frames_average_the_wiener_gains_noise(overlap):
   np.testing.assert_allclose(
       HalvingEnhancer(overlap, mask_noise_frames=9).enhance_signal(x),
       0.5 * x, atol=1e-4)
-  with pytest.raises(ValueError, match='--mask_noise_frames must be an odd'):
+  with pytest.raises(ValueError, match='mask_noise_frames must be an odd'):
     HalvingEnhancer(mask_noise_frames=4)
 
 
@@ -173,7 +183,7 @@ def test_output_gets_the_usual_permissions_not_private_ones(tmp_path):
   soundfile.write(tmp_path / 'in.wav', speechlike(16000, 0.5, 1), 16000)
   umask = os.umask(0o022)
   try:
-    enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
+    enhance_files.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
                          str(tmp_path / 'out.wav'))
   finally:
     os.umask(umask)
@@ -185,12 +195,12 @@ def test_output_highpass_streams_like_one_filter_and_removes_dc(tmp_path):
   # filter state must carry over exactly.
   x = speechlike(16000, 3.3, 1)[:, 0] + 0.2  # a DC offset
   soundfile.write(tmp_path / 'in.wav', x, 16000, subtype='FLOAT')
-  enhance.BLOCK_SECONDS, saved = 1, enhance.BLOCK_SECONDS
+  enhance_files.BLOCK_SECONDS, saved = 1, enhance_files.BLOCK_SECONDS
   try:
-    enhance.enhance_file(IdentityEnhancer(highpass_hz=60.0),
+    enhance_files.enhance_file(IdentityEnhancer(highpass_hz=60.0),
                          str(tmp_path / 'in.wav'), str(tmp_path / 'out.wav'))
   finally:
-    enhance.BLOCK_SECONDS = saved
+    enhance_files.BLOCK_SECONDS = saved
   y, _ = soundfile.read(tmp_path / 'out.wav', dtype='float32')
   b, a = scipy_signal.butter(1, 60.0, 'highpass', fs=16000)
   np.testing.assert_allclose(y, scipy_signal.lfilter(b, a, x), atol=1e-5)
@@ -206,12 +216,12 @@ def test_identity_round_trip_other_rates_within_resampler_error(
   soundfile.write(tmp_path / 'in.wav', x, rate, subtype=subtype)
   stored, _ = soundfile.read(tmp_path / 'in.wav', dtype='float32',
                              always_2d=True)
-  enhance.BLOCK_SECONDS, saved = 1, enhance.BLOCK_SECONDS  # several blocks
+  enhance_files.BLOCK_SECONDS, saved = 1, enhance_files.BLOCK_SECONDS  # several blocks
   try:
-    enhance.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
+    enhance_files.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
                          str(tmp_path / 'out.wav'))
   finally:
-    enhance.BLOCK_SECONDS = saved
+    enhance_files.BLOCK_SECONDS = saved
   info = soundfile.info(tmp_path / 'out.wav')
   assert (info.samplerate, info.channels, info.subtype) == (rate, channels,
                                                             subtype)
@@ -230,9 +240,9 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
                                                                tmp_path):
   workdir, result = trained
   steps = checkpoints.Checkpointer(workdir).all_steps()
-  restored = enhance.restore_generator(workdir)
+  restored = generators.restore_generator(workdir)
   assert restored.step == steps[-1] == result['step']
-  in_memory = enhance.TrainedGenerator(restored.config, result['states']['g'].params,
+  in_memory = generators.TrainedGenerator(restored.config, result['states']['g'].params,
                                 result['step'])
   x = speechlike(16000, 1.5, 1)[:, 0]
   a = enhance.Enhancer(restored).enhance_signal(x)
@@ -240,31 +250,31 @@ def test_restored_checkpoint_enhances_like_the_in_memory_model(trained,
   np.testing.assert_array_equal(a, b)
   assert a.shape == x.shape and not np.allclose(a, x)
   # An earlier step is another model.
-  first = enhance.restore_generator(workdir, steps[0])
+  first = generators.restore_generator(workdir, steps[0])
   assert first.step == steps[0]
   assert not np.array_equal(enhance.Enhancer(first).enhance_signal(x), a)
   with pytest.raises(checkpoints.CheckpointError,
                      match=f'available: {steps[0]}, {steps[1]}'):
-    enhance.restore_generator(workdir, 12345)
+    generators.restore_generator(workdir, 12345)
   with pytest.raises(checkpoints.CheckpointError, match='no checkpoint'):
-    enhance.restore_generator(str(tmp_path))
+    generators.restore_generator(str(tmp_path))
 
 
 def test_output_independent_of_block_size_and_batch(trained, tmp_path):
   workdir, _ = trained
-  generator = enhance.restore_generator(workdir)
+  generator = generators.restore_generator(workdir)
   x = speechlike(48000, 3.0, 2)
   soundfile.write(tmp_path / 'in.wav', x, 48000, subtype='FLOAT')
   for overlap in (0.0, 0.5):
     outputs = []
     for block, batch in ((20, 8), (1, 2)):
-      enhance.BLOCK_SECONDS, saved = block, enhance.BLOCK_SECONDS
+      enhance_files.BLOCK_SECONDS, saved = block, enhance_files.BLOCK_SECONDS
       try:
-        enhance.enhance_file(
+        enhance_files.enhance_file(
             enhance.Enhancer(generator, batch_size=batch, overlap=overlap),
             str(tmp_path / 'in.wav'), str(tmp_path / f'out{block}.wav'))
       finally:
-        enhance.BLOCK_SECONDS = saved
+        enhance_files.BLOCK_SECONDS = saved
       outputs.append(soundfile.read(tmp_path / f'out{block}.wav')[0])
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
     assert outputs[0].shape == x.shape
@@ -278,16 +288,16 @@ def test_folder_tree_is_kept_and_inputs_untouched(trained, tmp_path):
   soundfile.write(src / 'a' / 'b' / 'deep.flac', speechlike(24000, 0.4, 2),
                   24000)
   before = {p: p.read_bytes() for p in src.rglob('*') if p.is_file()}
-  enhancer = enhance.Enhancer(enhance.restore_generator(workdir))
-  written = enhance.enhance_paths(enhancer, str(src), str(tmp_path / 'out'))
+  enhancer = enhance.Enhancer(generators.restore_generator(workdir))
+  written = enhance_files.enhance_paths(enhancer, str(src), str(tmp_path / 'out'))
   assert sorted(os.path.relpath(w, tmp_path / 'out') for w in written) == [
       'a/b/deep.flac', 'top.wav']
   assert soundfile.info(tmp_path / 'out' / 'a' / 'b' / 'deep.flac').channels == 2
   assert {p: p.read_bytes() for p in src.rglob('*') if p.is_file()} == before
-  with pytest.raises(enhance.EnhanceError, match='output folder is the input'):
-    enhance.enhance_paths(enhancer, str(src), str(src))
-  with pytest.raises(enhance.EnhanceError, match='would overwrite its input'):
-    enhance.enhance_file(enhancer, str(src / 'top.wav'), str(src / 'top.wav'))
+  with pytest.raises(enhance_files.EnhanceError, match='output folder is the input'):
+    enhance_files.enhance_paths(enhancer, str(src), str(src))
+  with pytest.raises(enhance_files.EnhanceError, match='would overwrite its input'):
+    enhance_files.enhance_file(enhancer, str(src / 'top.wav'), str(src / 'top.wav'))
 
 
 @pytest.mark.parametrize('make, message', [
@@ -301,7 +311,7 @@ def test_bad_inputs_one_line_and_no_partial_output(tmp_path, make, message):
   src = tmp_path / 'bad.wav'
   make(src)
   with pytest.raises(audio.AudioError, match=message) as e:
-    enhance.enhance_file(IdentityEnhancer(), str(src),
+    enhance_files.enhance_file(IdentityEnhancer(), str(src),
                          str(tmp_path / 'out' / 'bad.wav'))
   assert '\n' not in str(e.value) and 'bad.wav' in str(e.value)
   leftovers = list((tmp_path / 'out').glob('*')) if (tmp_path / 'out').exists() else []
@@ -333,9 +343,9 @@ def test_evaluate_folders_reproduces_reference_noisy_scores(tmp_path,
 def test_evaluate_checkpoint_writes_table_csv_and_json(trained, tmp_path):
   from segan_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
   workdir, _ = trained
-  generator = enhance.restore_generator(workdir)
+  generator = generators.restore_generator(workdir)
   source = synthetic.SyntheticSpeech('test', num_utterances=2)
-  summary, table = evaluate.evaluate_checkpoint(
+  summary, table = evaluate.evaluate_generator(
       generator, source, results=str(tmp_path / 'e.json'), label='SEGAN')
   saved = json.loads((tmp_path / 'e.json').read_text())
   for key in ('pesq', 'stoi', 'csig', 'cbak', 'covl', 'ssnr'):

@@ -16,10 +16,12 @@ import soundfile
 from segan_jax import checkpoints
 from segan_jax import enhance
 from segan_jax import export
+from segan_jax import generators
 from segan_jax import metrics
 from segan_jax import models
 from segan_jax import systems
 from segan_jax.config import Config
+from segan_jax.output_settings import OutputSettings
 from conftest import REPO, SHARED_DATA
 
 
@@ -37,7 +39,7 @@ def _generator(seed=0, **overrides):
   rng = np.random.default_rng(seed)
   leaves = [np.asarray(p) + 0.05 * rng.standard_normal(p.shape).astype(
       np.float32) for p in leaves]
-  return enhance.TrainedGenerator(config, jax.tree.unflatten(tree, leaves),
+  return generators.TrainedGenerator(config, jax.tree.unflatten(tree, leaves),
                                   step=7, source='test G')
 
 
@@ -120,12 +122,17 @@ def test_exported_files_carry_their_contract(tmp_path):
     assert terms['outputs']['enhanced']['shape'] == ['batch', 1024]
     assert checkpoints.config_from_meta(terms) == generator.config
   # The exported engine applies the model's output settings unless told not to.
-  assert export.ExportedEnhancer(hlo_path).output_mask
-  assert not export.ExportedEnhancer(hlo_path, output_mask=False).output_mask
-  assert export.ExportedEnhancer(hlo_path).mask_oversubtraction == 2.0
-  assert export.ExportedEnhancer(hlo_path).mask_noise_frames == 5
+  assert export.ExportedEnhancer(hlo_path).output_settings == (
+      OutputSettings.from_config(generator.config))
+  assert not export.ExportedEnhancer(
+      hlo_path, output_mask=False).output_settings.output_mask
   assert export.ExportedEnhancer(
-      hlo_path, mask_noise_frames=1).mask_noise_frames == 1
+      hlo_path, mask_noise_frames=1).output_settings.mask_noise_frames == 1
+  # A file of before the mask: its contract has no mask settings (off).
+  older = {k: v for k, v in from_hlo.items() if not k.startswith('mask')
+           and k != 'output_mask'}
+  assert OutputSettings.from_contract(older) == OutputSettings(
+      output_highpass_hz=20.0, attenuation_limit_db=12.0)
   # The flat keys a model viewer shows, and the graph's own symbolic batch.
   assert props['window'] == '1024' and props['z'] == 'input'
   dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -178,7 +185,7 @@ def test_bundled_model_through_each_engine_scores_as_jax(tmp_path):
 
 def test_export_of_a_run_checkpoint(trained, tmp_path):
   workdir, _ = trained
-  generator = enhance.restore_generator(workdir, step=None)
+  generator = generators.restore_generator(workdir, step=None)
   path = str(tmp_path / 'run.onnx')
   size = export.export_file(generator, 'onnx', path)
   assert size == os.path.getsize(path) > 0

@@ -10,7 +10,7 @@ import numpy as np
 
 import pytest
 
-from segan_jax import evaluators
+from segan_jax import checkpoint_evaluators
 from segan_jax import train
 
 
@@ -52,11 +52,11 @@ def test_metrics_jsonl_tensorboard_and_run_record(tiny_config, tmp_path):
 def test_validation_examples_as_wav_png_and_tensorboard(tiny_config, tmp_path):
   config = tiny_config.replace(num_epochs=1, validation_files=2)
   result = train.train_and_evaluate(config, str(tmp_path),
-                                    evaluators.make_evaluators)
+                                    checkpoint_evaluators.make_evaluators)
   step = result['step']
   samples = tmp_path / 'samples'
   assert (samples / f'step_{step}.png').read_bytes()[:4] == b'\x89PNG'
-  for i in range(evaluators.NUM_SAMPLE_EXAMPLES):
+  for i in range(checkpoint_evaluators.NUM_SAMPLE_EXAMPLES):
     for kind in ('noisy', 'enhanced', 'clean'):
       assert (samples / f'step_{step}_{i}_{kind}.wav').is_file()
   assert 'val_pesq' in result['history'][-1]
@@ -88,7 +88,7 @@ def reported_workdir(tmp_path_factory):
   config = Config(model_size='tiny', dataset_size=2, num_epochs=1,
                   batch_size=8, vbn_reference_size=4, log_every_steps=5,
                   validation_files=1, parallelism='none')
-  train.train_and_evaluate(config, str(workdir), evaluators.make_evaluators)
+  train.train_and_evaluate(config, str(workdir), checkpoint_evaluators.make_evaluators)
   return pathlib.Path(report.write_report(str(workdir)))
 
 
@@ -97,7 +97,7 @@ def test_report_is_one_self_contained_page(reported_workdir):
   assert page.startswith('<!doctype html>')
   assert page.count('src="data:image/png;base64,') == 3  # losses, val, samples
   assert page.count('<audio controls src="data:audio/wav;base64,') == (
-      3 * evaluators.NUM_SAMPLE_EXAMPLES)  # noisy, enhanced, clean each
+      3 * checkpoint_evaluators.NUM_SAMPLE_EXAMPLES)  # noisy, enhanced, clean each
   # Nothing to fetch: no external address anywhere in the page.
   assert 'http://' not in page and 'https://' not in page
 

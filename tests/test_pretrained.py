@@ -13,14 +13,15 @@ import pytest
 import soundfile
 
 import segan_jax
+from segan_jax import bundling
 from segan_jax import checkpoints
-from segan_jax import enhance
 from segan_jax import evaluate
 from segan_jax import files
+from segan_jax import generators
 from segan_jax import pretrained
 from segan_jax import train
 from segan_jax.config import Config
-from segan_jax.pretrained import bundle
+from segan_jax.output_settings import OutputSettings
 from conftest import REPO, SHARED_DATA, speechlike
 
 
@@ -29,7 +30,7 @@ def tiny_bundle(trained, tmp_path_factory):
   """The session's tiny trained run, bundled."""
   workdir, _ = trained
   root = tmp_path_factory.mktemp('bundles')
-  path, digest = bundle.bundle_run(workdir, 'tiny', '0', str(root))
+  path, digest = bundling.bundle_run(workdir, 'tiny', '0', str(root))
   return workdir, path, digest
 
 
@@ -40,7 +41,7 @@ def _noisy_file(path, seconds=1.5):
 
 def test_bundle_round_trip_keeps_config_and_params(tiny_bundle):
   workdir, path, digest = tiny_bundle
-  restored = enhance.restore_generator(workdir)
+  restored = generators.restore_generator(workdir)
   loaded = pretrained.load(path)
   manifest = json.load(open(os.path.join(path, pretrained.MANIFEST_FILE)))
   assert manifest['sha256'] == digest == pretrained.sha256(
@@ -66,7 +67,7 @@ def _leaves(params):
 
 def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   workdir, _ = trained
-  path, _ = bundle.bundle_run(workdir, 'hp', '0', str(tmp_path),
+  path, _ = bundling.bundle_run(workdir, 'hp', '0', str(tmp_path),
                               output_highpass_hz=20.0,
                               attenuation_limit_db=14.0, output_mask=True,
                               mask_oversubtraction=3.0, mask_noise_frames=7)
@@ -74,39 +75,42 @@ def test_bundle_can_override_the_output_highpass_and_limit(trained, tmp_path):
   assert (config.output_highpass_hz, config.attenuation_limit_db,
           config.output_mask, config.mask_oversubtraction,
           config.mask_noise_frames) == (20.0, 14.0, True, 3.0, 7)
-  config = enhance.restore_generator(workdir).config
+  config = generators.restore_generator(workdir).config
   assert (config.output_highpass_hz, config.attenuation_limit_db,
           config.output_mask, config.mask_oversubtraction,
           config.mask_noise_frames) == (0.0, 0.0, False, 0.0, 1)
   # Enhancers take the bundle's limit, unless given one.
-  assert segan_jax.Enhancer.from_pretrained(path).noisy_share == (
-      pytest.approx(10**(-14 / 20)))
-  assert segan_jax.Enhancer.from_pretrained(
-      path, attenuation_limit_db=0.0).noisy_share == 0.0
-  assert segan_jax.Enhancer.from_pretrained(path).output_mask
-  assert not segan_jax.Enhancer.from_pretrained(
-      path, output_mask=False).output_mask
-  assert segan_jax.Enhancer.from_pretrained(path).mask_oversubtraction == 3.0
-  assert segan_jax.Enhancer.from_pretrained(
-      path, mask_oversubtraction=0.0).mask_oversubtraction == 0.0
-  assert segan_jax.Enhancer.from_pretrained(path).mask_noise_frames == 7
-  assert segan_jax.Enhancer.from_pretrained(
-      path, mask_noise_frames=1).mask_noise_frames == 1
+  def settings(**kwargs):
+    return segan_jax.Enhancer.from_pretrained(path, **kwargs).output_settings
+
+  assert settings() == OutputSettings(
+      output_highpass_hz=20.0, attenuation_limit_db=14.0, output_mask=True,
+      mask_oversubtraction=3.0, mask_noise_frames=7)
+  assert settings().least_gain == pytest.approx(10**(-14 / 20))
+  assert settings(attenuation_limit_db=0.0).least_gain == 0.0
+  assert not settings(output_mask=False).output_mask
+  assert settings(mask_oversubtraction=0.0).mask_oversubtraction == 0.0
+  assert settings(mask_noise_frames=1).mask_noise_frames == 1
+  # None keeps the bundle's; a whole OutputSettings replaces them.
+  assert settings(mask_noise_frames=None).mask_noise_frames == 7
+  assert settings(output_settings=OutputSettings()) == OutputSettings()
+  with pytest.raises(ValueError, match='not mask_frames'):
+    settings(mask_frames=3)
   with pytest.raises(ValueError, match='mask_noise_frames must be an odd'):
-    bundle.bundle_run(workdir, 'x', '0', str(tmp_path), mask_noise_frames=2)
+    bundling.bundle_run(workdir, 'x', '0', str(tmp_path), mask_noise_frames=2)
   with pytest.raises(ValueError, match='mask_oversubtraction must be >= 0'):
-    bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
+    bundling.bundle_run(workdir, 'x', '0', str(tmp_path),
                       mask_oversubtraction=-1.0)
   # Only output settings: the model is what was trained.
   with pytest.raises(ValueError, match='not encoder_features'):
-    bundle.bundle_run(workdir, 'x', '0', str(tmp_path),
+    bundling.bundle_run(workdir, 'x', '0', str(tmp_path),
                       encoder_features=(4,))
 
 
 def test_rebundling_keeps_params_and_changes_the_settings(tiny_bundle,
                                                          tmp_path):
   _, path, _ = tiny_bundle
-  again, _ = bundle.rebundle(path, 'again', '1', str(tmp_path),
+  again, _ = bundling.rebundle(path, 'again', '1', str(tmp_path),
                              attenuation_limit_db=10.0)
   first, second = pretrained.load(path), pretrained.load(again)
   assert second.config == first.config.replace(attenuation_limit_db=10.0)
@@ -127,12 +131,12 @@ def test_bundle_averages_g_over_checkpoints(trained, tmp_path):
   steps = ckpt.all_steps()
   ckpt.close()
   assert len(steps) == 2
-  path, _ = bundle.bundle_run(workdir, 'mean', '0', str(tmp_path),
+  path, _ = bundling.bundle_run(workdir, 'mean', '0', str(tmp_path),
                               average_steps=steps)
   loaded = pretrained.load(path)
   assert loaded.step == max(steps)
-  names, first = _leaves(enhance.restore_generator(workdir, steps[0]).params)
-  _, second = _leaves(enhance.restore_generator(workdir, steps[1]).params)
+  names, first = _leaves(generators.restore_generator(workdir, steps[0]).params)
+  _, second = _leaves(generators.restore_generator(workdir, steps[1]).params)
   averaged = dict(zip(*_leaves(loaded.params)))
   assert any(not np.allclose(a, b) for a, b in zip(first, second))
   for name, a, b in zip(names, first, second):
@@ -142,13 +146,13 @@ def test_bundle_averages_g_over_checkpoints(trained, tmp_path):
   assert manifest['trained_from'] == (
       f'mean of G over checkpoint steps {steps[0]}, {steps[1]}')
   # One step averages to that checkpoint's G.
-  one, _ = bundle.bundle_run(workdir, 'one', '0', str(tmp_path),
+  one, _ = bundling.bundle_run(workdir, 'one', '0', str(tmp_path),
                              average_steps=[steps[0]])
   for name, value in zip(*_leaves(pretrained.load(one).params)):
     np.testing.assert_array_equal(value, dict(zip(names, first))[name]
                                   .astype(np.float16).astype(np.float32))
   with pytest.raises(ValueError, match='not both'):
-    bundle.bundle_run(workdir, 'x', '0', str(tmp_path), step=steps[0],
+    bundling.bundle_run(workdir, 'x', '0', str(tmp_path), step=steps[0],
                       average_steps=steps)
 
 
@@ -397,10 +401,10 @@ def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
                   validation_files=2, validation_dir=str(folder),
                   tfds_data_dir=str(tmp_path / 'tfds'), keep_best='val_pesq',
                   parallelism='none')
-  from segan_jax import evaluators  # pylint: disable=g-import-not-at-top
+  from segan_jax import checkpoint_evaluators  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(config, workdir,
-                                    make_evaluators=evaluators.make_evaluators)
+                                    make_evaluators=checkpoint_evaluators.make_evaluators)
   assert result['best']['metric'] == 'val_pesq'
   scored = sorted(os.listdir(os.path.join(workdir, 'validation')))
   csvs = [n for n in scored if n.endswith('.csv')]
@@ -518,3 +522,37 @@ def test_unseen_voice_mix_speeds_the_voice_up(tmp_path):
        f'--output={tmp_path / "x"}', '--speed=3'],
       capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and '--speed must be in [0.5, 2]' in bad.stderr
+
+
+def test_bundle_mode_writes_a_bundle_again_with_the_flags_given(tiny_bundle,
+                                                               tmp_path):
+  _, path, _ = tiny_bundle
+
+  def bundle_mode(*args):
+    return subprocess.run([sys.executable, '-m', 'segan_jax', '--mode=bundle',
+                           *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+  run = bundle_mode(f'--pretrained={path}', '--attenuation_limit_db=9',
+                    '--output_mask', '--bundle_name=again',
+                    '--bundle_version=2', f'--bundle_root={tmp_path}')
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert f'Wrote {tmp_path / "again"}' in run.stdout
+  first, second = pretrained.load(path), pretrained.load(
+      str(tmp_path / 'again'))
+  # Only the settings given change; the flags' defaults do not override.
+  assert second.config == first.config.replace(attenuation_limit_db=9.0,
+                                               output_mask=True)
+  assert second.version == '2'
+  for args, message in (
+      ((), '--mode=bundle needs --workdir (the run to bundle) or '
+           '--pretrained (a bundle to write again), one of them'),
+      ((f'--pretrained={path}', '--checkpoint_step=3'),
+       '--checkpoint_step and --average_steps pick checkpoints of a '
+       '--workdir, not of a bundle'),
+      ((f'--pretrained={path}', '--mask_noise_frames=2',
+        f'--bundle_root={tmp_path}'), 'mask_noise_frames must be an odd')):
+    run = bundle_mode(*args)
+    assert run.returncode == 2, (args, run.stderr[-2000:])
+    assert message in run.stderr.strip().splitlines()[-1], run.stderr
+    assert 'Traceback' not in run.stderr

@@ -143,12 +143,12 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(
   (workdir / 'checkpoints' / '136.orbax-checkpoint-tmp-1').mkdir()
   # Enhancing only reads: it uses the newest readable checkpoint, touches
   # nothing, and names the damage when asked for that step.
-  from segan_jax import checkpoints, enhance  # pylint: disable=g-import-not-at-top
-  assert enhance.restore_generator(str(workdir)).step == 68
+  from segan_jax import checkpoints, generators  # pylint: disable=g-import-not-at-top
+  assert generators.restore_generator(str(workdir)).step == 68
   assert newest.is_dir()
   with pytest.raises(checkpoints.CheckpointError,
                      match=r'checkpoint \S+/102 is unreadable: '):
-    enhance.restore_generator(str(workdir), 102)
+    generators.restore_generator(str(workdir), 102)
   again = assert_relaunch_resumes_bit_identically(workdir, 68, uninterrupted)
   assert re.search(r'checkpoint \S+/102 is unreadable: .*; moved it to',
                    again.stderr)

@@ -73,25 +73,82 @@ def test_model_kind_is_chosen_only_in_the_registry():
 
 
 # Function-level imports of the package that remain, each for a stated
-# reason other than a cycle: the CLI answers --help without loading JAX;
-# TFDS is loaded only for file-backed datasets; the package's own
-# `segan_jax.Enhancer` is loaded on first use (for the CLI's --help too).
+# reason other than a cycle: the CLI imports what its modes need
+# (segan_jax/modes.py) once the flags are parsed, so that --help answers
+# without loading JAX; TFDS is loaded only for file-backed datasets; the
+# package's own `segan_jax.Enhancer` is loaded on first use (for the CLI's
+# --help too, which imports the package first).
 ALLOWED_LATE_IMPORTS = {'cli.py', 'datasets/__init__.py', '__init__.py'}
+
+
+def _imports_of_the_package(tree):
+  """(line, imported module, in a function) of each import of segan_jax."""
+  in_function = set()
+  for function in ast.walk(tree):
+    if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      in_function.update(id(node) for node in ast.walk(function))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and (
+        node.module or '').startswith('segan_jax'):
+      names = ([f'segan_jax.{a.name}' for a in node.names]
+               if node.module == 'segan_jax' else [node.module])
+    elif isinstance(node, ast.Import):
+      names = [a.name for a in node.names if a.name.startswith('segan_jax')]
+    else:
+      continue
+    for name in names:
+      yield node.lineno, name, id(node) in in_function
+
+
+def _unit(module: str) -> str:
+  """The layer an import counts for: a subpackage as a whole (its modules
+  may import each other), a top-level module by itself."""
+  parts = module.split('.')
+  return parts[1] if len(parts) > 1 else '__init__'
+
+
+def _unit_of_path(path) -> str:
+  parts = path.relative_to(PACKAGE).with_suffix('').parts
+  if parts == ('__init__',):
+    return '__init__'
+  return _unit('.'.join(('segan_jax',) + parts))
+
+
+def test_no_import_runs_upward():
+  # Imports, at the top or in functions, form no cycle between the package's
+  # modules and subpackages: every one runs down, from the entry point to
+  # the leaves (e.g. pretrained/, the bundle loader, must not import what
+  # restores or applies a generator).
+  edges = {}
+  for path in _modules():
+    source = _unit_of_path(path)
+    for _, module, _ in _imports_of_the_package(ast.parse(path.read_text())):
+      target = _unit(module)
+      if target != source:
+        edges.setdefault(source, set()).add(target)
+
+  def reachable(start):
+    seen, todo = set(), [start]
+    while todo:
+      for nxt in edges.get(todo.pop(), ()):
+        if nxt not in seen:
+          seen.add(nxt)
+          todo.append(nxt)
+    return seen
+
+  upward = sorted(f'{a} -> {b}' for a, targets in edges.items()
+                  for b in targets if a in reachable(b))
+  assert not upward
+  assert 'enhance' in edges['modes'] and 'pretrained' in edges['generators']
 
 
 def test_no_module_hides_an_import_of_the_package_in_a_function():
   offenders = []
   for path in _modules():
-    tree = ast.parse(path.read_text())
-    for function in ast.walk(tree):
-      if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        continue
-      for node in ast.walk(function):
-        if (isinstance(node, ast.ImportFrom) and node.module and
-            node.module.startswith('segan_jax')):
-          name = str(path.relative_to(PACKAGE))
-          if name not in ALLOWED_LATE_IMPORTS:
-            offenders.append(f'{name}:{node.lineno}')
+    name = str(path.relative_to(PACKAGE))
+    for line, _, late in _imports_of_the_package(ast.parse(path.read_text())):
+      if late and name not in ALLOWED_LATE_IMPORTS:
+        offenders.append(f'{name}:{line}')
   assert not offenders
 
 

@@ -4,10 +4,11 @@ import numpy as np
 import optax
 import pytest
 
-from segan_jax import evaluators
-from segan_jax import systems
+from segan_jax import checkpoint_evaluators
 from segan_jax import checkpoints
+from segan_jax import generators
 from segan_jax import parallel
+from segan_jax import systems
 from segan_jax import train
 
 
@@ -151,7 +152,7 @@ def test_autoencoder_trains_checkpoints_and_resumes(tiny_config, tmp_path,
     np.testing.assert_array_equal(a, b)
   # Its checkpoints enhance like SEGAN's (no z).
   from segan_jax import enhance  # pylint: disable=g-import-not-at-top
-  generator = enhance.restore_generator(str(tmp_path / 'a'))
+  generator = generators.restore_generator(str(tmp_path / 'a'))
   assert generator.config.model == 'autoencoder'
   noisy = np.random.default_rng(0).normal(0, 0.1, 3000).astype(np.float32)
   assert enhance.Enhancer(generator).enhance_signal(noisy).shape == (3000,)
@@ -162,7 +163,7 @@ def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
                                                      gan_loss):
   config = _tiny_system(tiny_config, 'gan', gan_loss=gan_loss, latent_dim=8)
   result = train.train_and_evaluate(config, str(tmp_path),
-                                    evaluators.make_evaluators)
+                                    checkpoint_evaluators.make_evaluators)
   assert set(result['states']) == {'g', 'd'}
   assert all(np.isfinite(h['d_loss']) for h in result['history']
              if 'd_loss' in h)
@@ -185,12 +186,11 @@ def test_basic_gan_trains_and_writes_sample_pictures(tiny_config, tmp_path,
 
 
 def test_gan_checkpoint_cannot_enhance(tiny_config, tmp_path):
-  from segan_jax import enhance  # pylint: disable=g-import-not-at-top
   config = _tiny_system(tiny_config, 'gan', num_epochs=1, latent_dim=8)
   train.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(checkpoints.CheckpointError,
                      match='generates rather than enhances'):
-    enhance.restore_generator(str(tmp_path))
+    generators.restore_generator(str(tmp_path))
 
 
 def test_global_norm_equals_optax():

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import REPO  # pylint: disable=g-bad-import-order
 
-from segan_jax import evaluators
-from segan_jax import systems
 from segan_jax import best_checkpoint
+from segan_jax import checkpoint_evaluators
 from segan_jax import checkpoints
-from segan_jax import enhance
+from segan_jax import generators
 from segan_jax import models
+from segan_jax import systems
 from segan_jax import train
 from segan_jax import warm_start
 
@@ -137,7 +137,7 @@ def test_autoencoder_to_segan_computes_the_same_g(autoencoder_run, segan):
   assert int(states['g'].step) == 0
   _assert_trees_equal(states['d'].params, fresh['d'].params)  # D untouched
   # STEP picks that checkpoint, not the latest.
-  old = enhance.restore_generator(source_dir, steps[0]).params
+  old = generators.restore_generator(source_dir, steps[0]).params
   latest = source['states']['g'].params
   assert not np.array_equal(old['enc_0']['kernel'], latest['enc_0']['kernel'])
   np.testing.assert_array_equal(states['g'].params['enc_0']['kernel'],
@@ -243,21 +243,21 @@ def test_save_best_copies_then_commits_with_best_json(tmp_path):
 def test_keep_best_needs_validation(segan, tmp_path):
   with pytest.raises(ValueError, match='--validation_files to 1 or more'):
     train.train_and_evaluate(segan.replace(keep_best='val_pesq'),
-                             str(tmp_path), evaluators.make_evaluators)
+                             str(tmp_path), checkpoint_evaluators.make_evaluators)
   with pytest.raises(ValueError, match='no evaluators'):
     train.train_and_evaluate(segan.replace(keep_best='val_pesq',
                                            validation_files=1), str(tmp_path))
   with pytest.raises(ValueError, match='gan model generates'):
     train.train_and_evaluate(
         segan.replace(model='gan', keep_best='val_pesq', validation_files=1),
-        str(tmp_path), evaluators.make_evaluators)
+        str(tmp_path), checkpoint_evaluators.make_evaluators)
 
 
 def test_keep_best_is_the_max_of_the_validations(autoencoder, tmp_path):
   run = autoencoder.replace(num_epochs=3, validation_files=1,
                             keep_best='val_pesq')
   result = train.train_and_evaluate(run, str(tmp_path),
-                                    evaluators.make_evaluators)
+                                    checkpoint_evaluators.make_evaluators)
   scores = {}
   for path in glob.glob(str(tmp_path / 'validation' / 'step_*.json')):
     with open(path) as f:
@@ -288,16 +288,16 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
 
     return validate
 
-  monkeypatch.setattr(evaluators, 'make_validator', fake_validator)
+  monkeypatch.setattr(checkpoint_evaluators, 'make_validator', fake_validator)
   run = autoencoder.replace(validation_files=1, keep_best='val_pesq',
                             keep_checkpoints=1)
   first = train.train_and_evaluate(run, str(tmp_path),
-                                   evaluators.make_evaluators)
+                                   checkpoint_evaluators.make_evaluators)
   epoch = first['step'] // 2
   assert first['best'] == {'metric': 'val_pesq', 'value': 3.0,
                            'step': 2 * epoch}
   second = train.train_and_evaluate(run.replace(num_epochs=4), str(tmp_path),
-                                    evaluators.make_evaluators)
+                                    checkpoint_evaluators.make_evaluators)
   # Resuming remembered 3.0: neither 2.0 nor 2.5 replaced it.
   assert second['best'] == first['best'] and len(seen) == 4
   # The end-of-run summary names it.
@@ -308,11 +308,11 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
   assert os.listdir(tmp_path / 'best' / 'checkpoints') == [str(2 * epoch)]
 
   # enhance/evaluate: the best by default, an explicit step otherwise.
-  best = enhance.restore_generator(str(tmp_path))
+  best = generators.restore_generator(str(tmp_path))
   assert best.step == 2 * epoch
   assert best.source == f'best checkpoint (step {2 * epoch}, val_pesq 3)'
   _assert_trees_equal(best.params, seen[2 * epoch])
-  explicit = enhance.restore_generator(str(tmp_path), 4 * epoch)
+  explicit = generators.restore_generator(str(tmp_path), 4 * epoch)
   assert explicit.step == 4 * epoch
   assert explicit.source == f'checkpoint step {4 * epoch}'
   _assert_trees_equal(explicit.params, seen[4 * epoch])
@@ -323,15 +323,15 @@ def test_best_survives_rotation_and_resume_and_is_restored_by_default(
   states, info = warm_start.warm_start(_random_states(warm, 0), warm)
   assert info['checkpoint'] == f'{tmp_path}/best/checkpoints/{2 * epoch}'
   _assert_trees_equal(states['g'].params, seen[2 * epoch])
-  latest = enhance.restore_generator(str(tmp_path), prefer_best=False)
+  latest = generators.restore_generator(str(tmp_path), prefer_best=False)
   assert latest.source == f'latest checkpoint (step {4 * epoch})'
   # The best's step, rotated out of checkpoints/, is still found by step.
-  assert enhance.restore_generator(str(tmp_path), 2 * epoch).source == (
+  assert generators.restore_generator(str(tmp_path), 2 * epoch).source == (
       best.source)
   with pytest.raises(checkpoints.CheckpointError,
                      match=f'no checkpoint for step {epoch} .*available: '
                      f'{4 * epoch}$'):
-    enhance.restore_generator(str(tmp_path), epoch)
+    generators.restore_generator(str(tmp_path), epoch)
 
   # launch.py says which checkpoint it used.
   result = subprocess.run(

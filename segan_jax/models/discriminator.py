@@ -8,8 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segan_jax.model_sizes import PAPER_FEATURES
 from segan_jax.models import layers
-from segan_jax.models.generator import PAPER_FEATURES
 
 
 def make_pair(signal: jax.Array, noisy: jax.Array) -> jax.Array:

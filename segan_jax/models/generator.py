@@ -11,9 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segan_jax.model_sizes import PAPER_FEATURES
 from segan_jax.models import layers
-
-PAPER_FEATURES = (16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024)
 
 
 def decoder_features(encoder_features: Sequence[int]) -> tuple[int, ...]:

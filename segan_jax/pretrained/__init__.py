@@ -9,8 +9,9 @@ A bundle is a folder here (``segan_jax/pretrained/NAME/``) holding
   the SHA-256 of ``params.npz``, which loading checks;
 - ``MODEL_CARD.md``: how it was trained and how it scores.
 
-``python -m segan_jax.pretrained.bundle --workdir=W --name=NAME`` writes one
-from a training run (segan_jax/pretrained/bundle.py).
+``python -m segan_jax --mode=bundle --workdir=W --bundle_name=NAME`` writes
+one from a training run (segan_jax/bundling.py, which no module of this
+package imports).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from absl import logging
 
 from segan_jax import audio
 from segan_jax import enhance
+from segan_jax import generators
 from segan_jax import evaluate
 from segan_jax import files
 from segan_jax import input_pipeline
@@ -28,17 +29,15 @@ from segan_jax.config import Config
 
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
-  """``run(host_states, step) -> flat metrics``, after every
-  ``every_checkpoints``-th checkpoint of the run and after its last."""
+  """``run(host_states, step) -> flat metrics``, after each checkpoint of the
+  run (every --checkpoint_every_epochs epochs) and after its last."""
 
   name: str
   run: Callable[[dict[str, Any], int], dict[str, float]]
-  every_checkpoints: int = 1
 
   def due(self, epoch: int, config: Config, *, last: bool) -> bool:
     """Whether the checkpoint saved at the end of ``epoch`` is scored."""
-    return last or epoch % (self.every_checkpoints *
-                            config.checkpoint_every_epochs) == 0
+    return last or epoch % config.checkpoint_every_epochs == 0
 
 
 def _of_generator(name: str, hook) -> Evaluator:
@@ -88,6 +87,7 @@ def make_validator(config: Config, workdir: str,
                     config.dataset)
     return None
   enhancer = None
+  noisy_rows = None  # the noisy inputs' scores: the same at every checkpoint
   examples = []
   for i in range(min(NUM_SAMPLE_EXAMPLES, len(source))):
     example = source[i]
@@ -95,14 +95,15 @@ def make_validator(config: Config, workdir: str,
                     | {'id': example['id']})
 
   def validate(g_params, step):
-    nonlocal enhancer
-    generator = enhance.TrainedGenerator(config, g_params, step)
+    nonlocal enhancer, noisy_rows
+    generator = generators.TrainedGenerator(config, g_params, step)
     if enhancer is None:
       enhancer = enhance.Enhancer(generator)
-    summary, _ = evaluate.evaluate_checkpoint(
+      noisy_rows = evaluate.score_noisy(source, config.validation_files)
+    summary, _ = evaluate.evaluate_generator(
         generator, source, label=config.model, max_files=config.validation_files,
         results=os.path.join(workdir, 'validation', f'step_{step}.json'),
-        enhancer=enhancer)
+        enhancer=enhancer, noisy_rows=noisy_rows)
     scores = {f'val_{k}': float(summary[k])
               for k in evaluate.TABLE_COLUMNS}
     _save_examples(enhancer, examples, workdir, step, writer)

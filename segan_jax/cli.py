@@ -27,11 +27,20 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     'relaunch loads the programs compiled before (default: '
     '$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, then '
     "segan_jax/jax_compilation_cache); '' turns it off.")
+# Also a setting of the machine: the same run is bit-identical on CPU anyway.
+DETERMINISTIC = flags.DEFINE_bool(
+    'deterministic', False,
+    'GPU: XLA\'s deterministic ops (--xla_gpu_deterministic_ops), so that two '
+    'runs with the same seed give the same bits, at some speed; no effect on '
+    'CPU, which is deterministic already (docs/speed.md).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if DETERMINISTIC.value:
+    # Before modes.py loads JAX: XLA reads $XLA_FLAGS when its backend starts.
+    runtime.set_deterministic_ops(True)
   # Here, once the flags are parsed, so that --help answers without loading
   # JAX (which segan_jax/modes.py imports); no cycle is avoided by it.
   from segan_jax import modes  # pylint: disable=g-import-not-at-top

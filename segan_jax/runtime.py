@@ -194,6 +194,7 @@ def set_deterministic_ops(enabled: bool) -> None:
   than silently doing nothing. No effect on XLA:CPU, which is deterministic
   anyway.
   """
+  # Here, not at the top: the CLI imports this module before --help answers.
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   if xla_bridge.backends_are_initialized():
     raise RuntimeError(

@@ -126,3 +126,23 @@ def test_each_output_setting_is_a_config_field_and_an_override():
         [f.name for f in dataclasses.fields(config.Config)].index(name)
     ].metadata['help']
     assert help_text.endswith('may override it.'), name
+
+
+@pytest.mark.parametrize('given, expected', [(['--deterministic'], True),
+                                             ([], False)])
+def test_deterministic_flag_sets_xla_gpu_deterministic_ops(given, expected):
+  # The mode is replaced by a probe that reports XLA_FLAGS as the mode would
+  # see it, before any JAX computation.
+  probe = (
+      'import os, sys\n'
+      'from absl import app\n'
+      'from segan_jax import cli, modes\n'
+      "modes.run = lambda mode, cache: print('XLA_FLAGS=' + "
+      "os.environ.get('XLA_FLAGS', ''))\n"
+      f"sys.argv = ['segan_jax'] + {given!r}\n"
+      'app.run(cli.main)\n')
+  done = subprocess.run([sys.executable, '-c', probe], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  line = next(l for l in done.stdout.splitlines() if l.startswith('XLA_FLAGS='))
+  assert ('--xla_gpu_deterministic_ops=true' in line) is expected, line

@@ -4,7 +4,9 @@ no training file) mixed with the noise clips that training holds out
 
   python experiments/make_unseen_noise_val.py --output=workdirs/unseen_noise_val
   python launch.py --flagfile=experiments/quick.flags ... \
-    --validation_dir=workdirs/unseen_noise_val --validation_files=24
+    --validation_dir=../shared/data/vbd_val \
+    --extra_validation_dirs=workdirs/unseen_noise_val --validation_files=24 \
+    --keep_best=val_mean_pesq
   # or score a model on it:
   python -m segan_jax --mode=enhance --input=workdirs/unseen_noise_val/noisy --output=OUT
   python -m segan_jax --mode=evaluate --clean_dir=workdirs/unseen_noise_val/clean \

@@ -74,10 +74,13 @@ def make_validator(config: Config, workdir: str,
   """Scores G on a few validation files at each checkpoint (or None).
 
   Returns ``validate(g_params, step) -> {'val_pesq': ..., ...}``; results
-  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV. The
-  first window of the first few validation files, noisy / enhanced / clean,
-  is saved as WAV and as one spectrogram picture in
-  ``WORKDIR/samples/step_<N>*`` and in TensorBoard.
+  also go to ``WORKDIR/validation/step_<N>.json`` with a per-file CSV. Each
+  --extra_validation_dirs set adds ``val_<name>_<metric>`` (results in
+  ``WORKDIR/validation/<name>/``) and all the sets' mean ``val_mean_<metric>``
+  (each set counts once, whatever its size). The first window of the first
+  few files of the main set, noisy / enhanced / clean, is saved as WAV and
+  as one spectrogram picture in ``WORKDIR/samples/step_<N>*`` and in
+  TensorBoard.
   """
   if not config.validation_files:
     return None
@@ -86,8 +89,14 @@ def make_validator(config: Config, workdir: str,
     logging.warning('No validation or test split in %s: no validation.',
                     config.dataset)
     return None
+  # (metric prefix, results folder, source); the main set first.
+  sets = [('val_', os.path.join(workdir, 'validation'), source)] + [
+      (f'val_{name}_', os.path.join(workdir, 'validation', name), extra)
+      for name, extra in input_pipeline.load_extra_validation_sources(config)]
+  where += ''.join(f' + {folder}'
+                   for folder in config.extra_validation_dirs or ())
   enhancer = None
-  noisy_rows = None  # the noisy inputs' scores: the same at every checkpoint
+  noisy_rows = {}  # per set, the noisy inputs' scores: the same every time
   examples = []
   for i in range(min(NUM_SAMPLE_EXAMPLES, len(source))):
     example = source[i]
@@ -95,21 +104,29 @@ def make_validator(config: Config, workdir: str,
                     | {'id': example['id']})
 
   def validate(g_params, step):
-    nonlocal enhancer, noisy_rows
+    nonlocal enhancer
     generator = generators.TrainedGenerator(config, g_params, step)
     if enhancer is None:
       enhancer = enhance.Enhancer(generator)
-      noisy_rows = evaluate.score_noisy(source, config.validation_files)
-    summary, _ = evaluate.evaluate_generator(
-        generator, source, label=config.model, max_files=config.validation_files,
-        results=os.path.join(workdir, 'validation', f'step_{step}.json'),
-        enhancer=enhancer, noisy_rows=noisy_rows)
-    scores = {f'val_{k}': float(summary[k])
-              for k in evaluate.TABLE_COLUMNS}
+      noisy_rows.update({prefix: evaluate.score_noisy(
+          set_source, config.validation_files)
+                         for prefix, _, set_source in sets})
+    scores = {}
+    for prefix, folder, set_source in sets:
+      summary, _ = evaluate.evaluate_generator(
+          generator, set_source, label=config.model,
+          max_files=config.validation_files,
+          results=os.path.join(folder, f'step_{step}.json'),
+          enhancer=enhancer, noisy_rows=noisy_rows[prefix])
+      scores |= {f'{prefix}{k}': float(summary[k])
+                 for k in evaluate.TABLE_COLUMNS}
+    if len(sets) > 1:
+      scores |= {f'val_mean_{k}': float(np.mean(
+          [scores[f'{prefix}{k}'] for prefix, _, _ in sets]))
+                 for k in evaluate.TABLE_COLUMNS}
     _save_examples(enhancer, examples, workdir, step, writer)
-    logging.info('step %d validation (%d files, %s): %s', step,
-                 summary['n_files'], where, ', '.join(
-                     f'{k}={v:.3f}' for k, v in scores.items()))
+    logging.info('step %d validation (%s): %s', step, where, ', '.join(
+        f'{k}={v:.3f}' for k, v in scores.items()))
     return scores
 
   return validate

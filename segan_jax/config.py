@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from typing import Any
 
 from segan_jax import audio
@@ -20,8 +22,12 @@ OPTIMIZERS = ('rmsprop', 'adam')
 SKIP_CONNECTIONS = ('preactivation', 'activation')
 KERNEL_INITS = ('truncated_normal', 'xavier_uniform')
 DTYPES = ('float32', 'bfloat16')
-KEEP_BEST_METRICS = ('val_pesq', 'val_stoi', 'val_csig', 'val_cbak', 'val_covl',
-                     'val_ssnr')
+# The metrics that evaluate and validation report, in their table's order.
+VALIDATION_METRICS = ('pesq', 'csig', 'cbak', 'covl', 'ssnr', 'stoi')
+# val_<metric> scores --validation_dir (or the dataset's split);
+# val_mean_<metric> averages it with each --extra_validation_dirs set.
+KEEP_BEST_METRICS = (tuple(f'val_{m}' for m in VALIDATION_METRICS)
+                     + tuple(f'val_mean_{m}' for m in VALIDATION_METRICS))
 # The fields that take one of a few values, and those values (checked here;
 # the flags offer them).
 CHOICES = {
@@ -32,6 +38,15 @@ CHOICES = {
     'kernel_init': KERNEL_INITS, 'keep_best': KEEP_BEST_METRICS,
     'dtype': DTYPES,
 }
+
+
+def extra_validation_names(folders) -> tuple[str, ...]:
+  """The names of --extra_validation_dirs' sets in their metrics
+  (val_<name>_<metric>): each folder's last part, in lower case with
+  anything but letters and digits as '_'."""
+  return tuple(re.sub(r'[^a-z0-9]+', '_',
+                      os.path.basename(os.path.normpath(f)).lower()).strip('_')
+               for f in folders)
 
 
 def option(default: Any, help_text: str) -> Any:
@@ -318,6 +333,11 @@ class Config:
       None, 'A folder of noisy/ and clean/ pairs (e.g. an unseen voice) scored '
       "at each checkpoint instead of the dataset's validation or test split; "
       'what --keep_best then picks by.')
+  extra_validation_dirs: tuple[str, ...] | None = option(
+      None, 'More folders of noisy/ and clean/ pairs (e.g. an unseen voice in '
+      'unseen noises), comma-separated, each scored beside --validation_dir '
+      'at each checkpoint as val_<folder name>_<metric>; val_mean_<metric> '
+      'averages all the sets, and --keep_best=val_mean_pesq picks by it.')
   keep_best: str | None = option(
       None, 'Keep the checkpoint with the best value of this validation metric '
       'in WORKDIR/best; enhance and evaluate use it by default.')
@@ -375,9 +395,17 @@ class Config:
     for name in ('noise_snr_db', 'room_rt60'):
       object.__setattr__(self, name, getattr(noise, name))
     for name in ('noise_kinds', 'noise_dirs', 'noise_holdout', 'rir_dirs',
-                 'rir_holdout'):
+                 'rir_holdout', 'extra_validation_dirs'):
       if getattr(self, name) is not None:  # a saved run's lists: tuples
         object.__setattr__(self, name, tuple(getattr(self, name)))
+    names = extra_validation_names(self.extra_validation_dirs or ())
+    if len(set(names)) < len(names):
+      raise ValueError('extra_validation_dirs: two folders share a name '
+                       f'({", ".join(names)}); their scores would collide')
+    if (self.keep_best or '').startswith('val_mean_') and not names:
+      raise ValueError(f'--keep_best={self.keep_best} averages validation '
+                       'sets: give --extra_validation_dirs (else use '
+                       f'--keep_best={self.keep_best.replace("mean_", "")})')
     if self.discriminator_features is not None:
       object.__setattr__(self, 'discriminator_features',
                          tuple(int(f) for f in self.discriminator_features))

@@ -22,9 +22,8 @@ from segan_jax import enhance
 from segan_jax import files
 from segan_jax import generators
 from segan_jax import metrics
+from segan_jax.config import VALIDATION_METRICS as TABLE_COLUMNS
 from segan_jax.datasets import pairs as pairs_lib
-
-TABLE_COLUMNS = ('pesq', 'csig', 'cbak', 'covl', 'ssnr', 'stoi')
 
 
 def _score(references: Sequence[np.ndarray], signals: Sequence[np.ndarray],

@@ -15,6 +15,7 @@ Optional on-the-fly augmentation (see augment.py) is a pure function of
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import grain
 import jax
@@ -25,6 +26,7 @@ from segan_jax import audio
 from segan_jax import augment
 from segan_jax import datasets
 from segan_jax import noise_mix
+from segan_jax import config as config_lib
 from segan_jax.config import Config
 
 # Utterances are kept in memory (pre-emphasised float32) while they fit in
@@ -119,6 +121,19 @@ def load_validation_source(config: Config):
     except ValueError:
       continue
   return None, None
+
+
+def load_extra_validation_sources(config: Config) -> list[tuple[str, Any]]:
+  """(name, source) of each --extra_validation_dirs folder, in order (a
+  one-line ValueError for a folder that is not a pair folder)."""
+  return [(name, datasets.get_source(
+      'wav_pairs', 'validation', data_dir=folder,
+      tfds_data_dir=config.tfds_data_dir,
+      skip_bad_files=config.skip_bad_files))
+          for name, folder in zip(
+              config_lib.extra_validation_names(
+                  config.extra_validation_dirs or ()),
+              config.extra_validation_dirs or ())]
 
 
 def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:

@@ -386,15 +386,20 @@ def test_shipped_bundle_beats_noisy_on_real_speech(split, tmp_path):
 # --- Validation on a folder ---------------------------------------------------
 
 
-def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
-  folder = tmp_path / 'unseen'
+def _pair_folder(folder, names, seed, noise_level):
   for kind in ('noisy', 'clean'):
     (folder / kind).mkdir(parents=True)
-  for i, name in enumerate(('v1.wav', 'v2.wav')):
-    clean = speechlike(16000, 1.0, 1, seed=i)[:, 0]
-    noise = 0.05 * np.random.default_rng(10 + i).standard_normal(clean.size)
+  for i, name in enumerate(names):
+    clean = speechlike(16000, 1.0, 1, seed=seed + i)[:, 0]
+    noise = noise_level * np.random.default_rng(seed + 10 + i).standard_normal(
+        clean.size)
     files.write_wav(str(folder / 'clean' / name), clean, 16000)
     files.write_wav(str(folder / 'noisy' / name), clean + noise, 16000)
+
+
+def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
+  folder = tmp_path / 'unseen'
+  _pair_folder(folder, ('v1.wav', 'v2.wav'), 0, 0.05)
   config = Config(model_size='tiny', dataset='synthetic', dataset_size=2,
                   num_epochs=2, batch_size=8, vbn_reference_size=4,
                   checkpoint_every_epochs=1, log_every_steps=5,
@@ -413,6 +418,52 @@ def test_validation_dir_scores_its_files_and_keeps_best(tmp_path):
   # The folder's files were scored, not the synthetic dataset's.
   assert 'v1' in rows and 'v2' in rows
   assert 'synthetic' not in rows
+
+
+def test_extra_validation_dirs_score_each_set_and_keep_best_by_mean(tmp_path):
+  _pair_folder(tmp_path / 'voice', ('v1.wav', 'v2.wav'), 0, 0.05)
+  _pair_folder(tmp_path / 'Unseen-Noise', ('n1.wav',), 5, 0.2)
+  config = Config(model_size='tiny', dataset='synthetic', dataset_size=2,
+                  num_epochs=2, batch_size=8, vbn_reference_size=4,
+                  checkpoint_every_epochs=1, log_every_steps=5,
+                  validation_files=2, validation_dir=str(tmp_path / 'voice'),
+                  extra_validation_dirs=(str(tmp_path / 'Unseen-Noise'),),
+                  tfds_data_dir=str(tmp_path / 'tfds'),
+                  keep_best='val_mean_pesq', parallelism='none')
+  from segan_jax import checkpoint_evaluators  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  result = train.train_and_evaluate(
+      config, str(workdir), make_evaluators=checkpoint_evaluators.make_evaluators)
+  main_dir, extra_dir = workdir / 'validation', workdir / 'validation' / 'unseen_noise'
+  steps = sorted(int(n[5:-5]) for n in os.listdir(main_dir)
+                 if n.endswith('.json'))
+  assert len(steps) == 2
+  means = {}
+  for step in steps:
+    pesq = [json.loads((d / f'step_{step}.json').read_text())['pesq']
+            for d in (main_dir, extra_dir)]
+    means[step] = (pesq[0] + pesq[1]) / 2
+    # Each set scored its own files.
+    assert 'n1' in (extra_dir / f'step_{step}.csv').read_text()
+    assert 'n1' not in (main_dir / f'step_{step}.csv').read_text()
+  best = max(means, key=means.get)
+  assert result['best']['metric'] == 'val_mean_pesq'
+  assert result['best']['step'] == best
+  assert result['best']['value'] == pytest.approx(means[best], rel=1e-6)
+
+
+def test_extra_validation_settings_that_cannot_work_are_one_line(tmp_path):
+  with pytest.raises(ValueError, match='--extra_validation_dirs'):
+    Config(model_size='tiny', keep_best='val_mean_pesq')
+  with pytest.raises(ValueError, match='share a name'):
+    Config(model_size='tiny', extra_validation_dirs=('a/set', 'b/set'))
+  config = Config(model_size='tiny', tfds_data_dir=str(tmp_path / 'tfds'),
+                  extra_validation_dirs=(str(tmp_path / 'none'),))
+  from segan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as error:
+    input_pipeline.load_extra_validation_sources(config)
+  assert str(tmp_path / 'none') in str(error.value)
+  assert '\n' not in str(error.value)
 
 
 def test_validation_dir_that_is_not_a_pair_folder_is_one_line(tmp_path):

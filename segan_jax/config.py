@@ -9,6 +9,7 @@ from typing import Any
 
 from segan_jax import audio
 from segan_jax import augment
+from segan_jax import high_band
 from segan_jax import noise_mix
 from segan_jax import output_settings
 from segan_jax.model_sizes import MODEL_SIZES
@@ -37,6 +38,7 @@ CHOICES = {
     'optimizer': OPTIMIZERS, 'skip_connections': SKIP_CONNECTIONS,
     'kernel_init': KERNEL_INITS, 'keep_best': KEEP_BEST_METRICS,
     'dtype': DTYPES,
+    'output_high_band': high_band.HIGH_BANDS,
 }
 
 
@@ -138,6 +140,13 @@ class Config:
   output_highpass_hz: float = output_option(
       'output_highpass_hz', 'Enhanced audio is high-passed at this frequency '
       '(1st-order Butterworth, with the de-emphasis; 0: off).')
+  # Why: G runs at 16 kHz; without this, 48 kHz output holds nothing above
+  # 8 kHz and sounds muffled (docs/enhance_and_evaluate.md, "Full band").
+  output_high_band: str = output_option(
+      'output_high_band', 'Input above 16 kHz: gated = its band above 8 kHz '
+      "is added back, per 8 ms frame gated by the gain G gives its band "
+      'above 5 kHz (at least the attenuation limit); none = the output '
+      'holds only what G gives back, nothing above 8 kHz.')
 
   # Why: a G trained on few voices removes the noise of an unseen one only in
   # part and distorts its speech where it does; keeping a little of the input

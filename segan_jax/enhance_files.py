@@ -3,7 +3,9 @@
 Files of any length, sample rate, bit depth and channel count are enhanced in
 bounded memory: blocks are read from disk, resampled to 16 kHz (soxr stream),
 pushed through the enhancer's `SignalStream` (segan_jax/enhance.py), resampled
-back to the file's rate and written in the input's format. Outputs are
+back to the file's rate and written in the input's format; above 16 kHz,
+with the output setting output_high_band=gated, the input's band above
+8 kHz is added back, gated by G's gain (segan_jax/high_band.py). Outputs are
 written under a temporary name and renamed when complete. A folder is
 enhanced into a folder, its tree kept (`plan_outputs`).
 """
@@ -23,6 +25,7 @@ from absl import logging
 
 from segan_jax import audio
 from segan_jax import files
+from segan_jax import high_band
 
 # Samples (at the file's rate) read from disk at a time.
 BLOCK_SECONDS = 20
@@ -70,11 +73,17 @@ def enhance_file(enhancer: Any, src: str, dst: str) -> float:
       up = soxr.ResampleStream(audio.SAMPLE_RATE, rate, channels,
                                dtype='float32', quality='VHQ')
     stream = enhancer.stream(channels)
+    settings = enhancer.output_settings
+    gate = None
+    if rate > audio.SAMPLE_RATE and settings.output_high_band == 'gated':
+      gate = high_band.HighBandGate(rate, channels, settings.least_gain)
     written = 0
 
     def write(fout, y16, last=False):
       nonlocal written
       y = up.resample_chunk(y16, last=last) if up is not None else y16
+      if gate is not None:
+        y = gate.push_output(y16, y, last=last)
       y = y[:max(0, info.frames - written)]  # resampler rounding at the end
       if integer:
         y = np.clip(y, -1.0, 1.0)
@@ -88,11 +97,16 @@ def enhance_file(enhancer: Any, src: str, dst: str) -> float:
                               always_2d=True):
         audio.check_finite(block, src)
         x16 = down.resample_chunk(block) if down is not None else block
+        if gate is not None:
+          gate.push_input(block, x16)
         for y16 in stream.push(x16):
           write(fout, y16)
       if down is not None:
-        for y16 in stream.push(down.resample_chunk(
-            np.zeros((0, channels), np.float32), last=True)):
+        x16 = down.resample_chunk(np.zeros((0, channels), np.float32),
+                                  last=True)
+        if gate is not None:
+          gate.push_input(np.zeros((0, channels), np.float32), x16, last=True)
+        for y16 in stream.push(x16):
           write(fout, y16)
       tail = list(stream.finish()) or [np.zeros((0, channels), np.float32)]
       for y16 in tail:

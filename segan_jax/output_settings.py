@@ -20,6 +20,7 @@ from scipy import ndimage
 from scipy import signal
 
 from segan_jax import audio
+from segan_jax import high_band
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,13 @@ class OutputSettings:
   mask_noise_frames: int = 1
   attenuation_limit_db: float = 0.0
   output_highpass_hz: float = 0.0
+  output_high_band: str = 'gated'
 
   def __post_init__(self):
+    if self.output_high_band not in high_band.HIGH_BANDS:
+      raise ValueError(f'output_high_band must be one of '
+                       f'{", ".join(high_band.HIGH_BANDS)}, got '
+                       f'{self.output_high_band!r}')
     if not self.attenuation_limit_db >= 0.0:
       raise ValueError('attenuation_limit_db must be >= 0 (0: no limit), got '
                        f'{self.attenuation_limit_db}')
@@ -72,6 +78,9 @@ class OutputSettings:
         'attenuation_limit': 'the caller mixes the (pre-emphasised) input '
                              'back: out = (1 - g) * enhanced + g * input, '
                              'g = 10**(-attenuation_limit_db / 20); 0: off',
+        'high_band': 'above 16 kHz, when output_high_band is gated, the '
+                     "caller adds the input's band above 8 kHz gated by G's "
+                     'gain above 5 kHz (segan_jax.high_band)',
         'mask': 'when output_mask: instead of the mix, the caller filters '
                 'each input window X by a gain per bin, at least g '
                 '(1024-point Hann frames, hop 256; '

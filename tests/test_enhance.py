@@ -29,10 +29,12 @@ needs_shared = pytest.mark.skipif(
 class IdentityEnhancer(enhance.WindowEnhancer):
   """G replaced by the identity: the pipeline around it must give x back."""
 
-  def __init__(self, window=1024, overlap=0.0, highpass_hz=0.0):
+  def __init__(self, window=1024, overlap=0.0, highpass_hz=0.0,
+               high_band='gated'):
     super().__init__(window, preemphasis=0.95, batch_size=4,
                      output_settings=OutputSettings(
-                         output_highpass_hz=highpass_hz), overlap=overlap)
+                         output_highpass_hz=highpass_hz,
+                         output_high_band=high_band), overlap=overlap)
 
   def enhance_batch(self, batch, index):
     return batch
@@ -207,19 +209,21 @@ def test_output_highpass_streams_like_one_filter_and_removes_dc(tmp_path):
   assert abs(np.mean(y[8000:])) < 1e-3 < 0.2 - 1e-3 < abs(np.mean(x[8000:]))
 
 
-@pytest.mark.parametrize('rate, channels, subtype', [
-    (48000, 2, 'PCM_16'), (44100, 1, 'PCM_24'), (8000, 6, 'FLOAT'),
-    (22050, 1, 'PCM_U8')])
+@pytest.mark.parametrize('rate, channels, subtype, high_band', [
+    (48000, 2, 'PCM_16', 'none'), (44100, 1, 'PCM_24', 'none'),
+    (8000, 6, 'FLOAT', 'gated'), (22050, 1, 'PCM_U8', 'none'),
+    (48000, 2, 'PCM_16', 'gated'), (44100, 1, 'PCM_24', 'gated')])
 def test_identity_round_trip_other_rates_within_resampler_error(
-    tmp_path, rate, channels, subtype):
+    tmp_path, rate, channels, subtype, high_band):
   x = speechlike(rate, 1.7, channels)
   soundfile.write(tmp_path / 'in.wav', x, rate, subtype=subtype)
   stored, _ = soundfile.read(tmp_path / 'in.wav', dtype='float32',
                              always_2d=True)
   enhance_files.BLOCK_SECONDS, saved = 1, enhance_files.BLOCK_SECONDS  # several blocks
   try:
-    enhance_files.enhance_file(IdentityEnhancer(), str(tmp_path / 'in.wav'),
-                         str(tmp_path / 'out.wav'))
+    enhance_files.enhance_file(IdentityEnhancer(high_band=high_band),
+                               str(tmp_path / 'in.wav'),
+                               str(tmp_path / 'out.wav'))
   finally:
     enhance_files.BLOCK_SECONDS = saved
   info = soundfile.info(tmp_path / 'out.wav')
@@ -228,9 +232,12 @@ def test_identity_round_trip_other_rates_within_resampler_error(
   assert info.frames == stored.shape[0]
   y, _ = soundfile.read(tmp_path / 'out.wav', dtype='float32', always_2d=True)
   # What 16 kHz processing can keep: the input band-limited by the same
-  # resampler pair.
+  # resampler pair; with the gated high band (whose gain G = identity keeps
+  # at 1) above 16 kHz, the input itself.
   expected = soxr.resample(soxr.resample(stored, rate, 16000, 'VHQ'), 16000,
                            rate, 'VHQ')[:stored.shape[0]]
+  if high_band == 'gated' and rate > 16000:
+    expected = stored
   tolerance = 0.02 if subtype == 'PCM_U8' else 2e-3
   inner = slice(rate // 50, -rate // 50)  # resampler edge effects
   np.testing.assert_allclose(y[inner], expected[inner], atol=tolerance)

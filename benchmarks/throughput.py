@@ -128,6 +128,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       "Unset: JAX's own settings, where nothing is cached unless "
       '$JAX_COMPILATION_CACHE_DIR is set, so that compile times compare '
       'across runs.', **kw)
+  flags.DEFINE_string(
+      'conv_forms_table', None, 'With --layers_impl=auto: a conv forms table '
+      'measured by python -m benchmarks.conv_forms, over the package\'s.',
+      **kw)
   flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
                     'enhancing long files instead of throughput.', **kw)
   flags.DEFINE_list('enhance_minutes', ['1', '4', '16'],
@@ -394,6 +398,7 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         skip_train: bool = False, order: str = 'blocked',
         device: str = 'auto', bf16: bool | None = None,
         peak_tflops: float | None = None,
+        conv_forms_table: str | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json.
 
@@ -402,11 +407,18 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
   `resolve_device` (a `DeviceError` before anything is built when the asked
   device is missing). ``bf16``: also measure bfloat16 (None: on a GPU only).
   ``peak_tflops``: the dense bfloat16 peak for MFU (None: by device kind).
+  ``conv_forms_table``: with 'auto', a measured forms table (JSON of
+  benchmarks.conv_forms) over the package's.
   """
   _check_order(order)  # Before minutes of compilation, not after.
   if layers_impl not in CONV_POLICIES:
     raise ValueError(f'layers_impl must be one of {list(CONV_POLICIES)}, '
                      f'got {layers_impl!r}')
+  policy = CONV_POLICIES[layers_impl]
+  if conv_forms_table:
+    if layers_impl != 'auto':
+      raise ValueError('conv_forms_table needs layers_impl=auto')
+    policy = conv.policy_with_table(conv_forms_table)  # Before compiling.
   torch = None if skip_torch else _import_torch()
   jax_platform = jax.devices()[0].platform
   if torch is None and not skip_torch:
@@ -417,9 +429,11 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
   device = resolve_device(device, jax_platform, _torch_cuda(torch))
   dtypes = ('float32', 'bfloat16') if (
       device == 'gpu' if bf16 is None else bf16) else ('float32',)
-  with conv.use_policy(CONV_POLICIES[layers_impl]):
-    return _run(model_size, batch_size, steps, warmup, torch, layers_impl,
-                skip_train, order, device, dtypes, peak_tflops, log)
+  with conv.use_policy(policy):
+    result = _run(model_size, batch_size, steps, warmup, torch, layers_impl,
+                  skip_train, order, device, dtypes, peak_tflops, log)
+  result['conv_forms_table'] = conv_forms_table
+  return result
 
 
 def _run(model_size: str, batch_size: int, steps: int, warmup: int,
@@ -598,12 +612,18 @@ def main(argv: Sequence[str],
     if fv.json:
       print(json.dumps(result, default=_json_default), flush=True)
     return
+  if fv.conv_forms_table:
+    try:  # A missing or invalid table: one line naming it.
+      conv.load_forms_table(fv.conv_forms_table)
+    except ValueError as e:
+      raise SystemExit(f'benchmarks.throughput: {e}') from None
   try:
     result = run(model_size=fv.model_size, batch_size=fv.batch_size,
                  steps=fv.steps, warmup=fv.warmup, skip_torch=fv.skip_torch,
                  layers_impl=fv.layers_impl, skip_train=fv.skip_train,
                  order=fv.order, device=fv.device, bf16=fv.bf16,
-                 peak_tflops=fv.peak_tflops)
+                 peak_tflops=fv.peak_tflops,
+                 conv_forms_table=fv.conv_forms_table)
   except DeviceError as e:
     # A missing device is a setup matter: one line, no traceback.
     raise SystemExit(f'benchmarks.throughput: {e}') from None

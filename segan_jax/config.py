@@ -353,6 +353,11 @@ class Config:
   parallelism: str = option(
       'auto', 'auto: pmap on several devices, else one device; none; pmap; '
       'sharding: jit over a device mesh with NamedSharding.')
+  conv_forms_table: str | None = option(
+      None, 'A conv forms table measured by python -m benchmarks.conv_forms '
+      '(JSON): its layers take the forms it gives on its device kinds, over '
+      "the package's table; the rest keep the conv policy's rule "
+      '(docs/speed.md).')
   nan_policy: str = option(
       'stop', 'A non-finite loss or gradient: stop (naming the step and '
       'metric; the last good checkpoint stays) or skip_step (drop that '

@@ -28,6 +28,7 @@ from segan_jax import pretrained
 from segan_jax import report
 from segan_jax import runtime
 from segan_jax import train
+from segan_jax.ops import conv
 
 # What a user's input can be wrong with (files, flags, checkpoints): one line
 # and exit status 2, no traceback (cli.main).
@@ -38,7 +39,9 @@ def run(mode: str, compilation_cache_dir: str | None) -> None:
   """Runs ``mode`` with the parsed flags."""
   logging_utils.quiet_library_logs()
   runtime.enable_compilation_cache(compilation_cache_dir)
-  MODES[mode]()
+  # Every mode's convs (train, enhance, export...) take the measured forms.
+  with conv.use_policy(conv.policy_with_table(flags.FLAGS.conv_forms_table)):
+    MODES[mode]()
 
 
 def _train() -> None:

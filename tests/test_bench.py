@@ -16,6 +16,7 @@ from benchmarks import gpu
 from benchmarks import throughput
 from segan_jax import systems
 from segan_jax.config import Config
+from segan_jax.ops import conv
 
 
 def test_bench_tiny_json(capsys):
@@ -275,7 +276,9 @@ def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
             'gpu_bench.sh')
   env = dict(os.environ, OUT=str(tmp_path), DEVICE='cpu', MODEL_SIZE='tiny',
              PYTHON=sys.executable, LIMIT_S='300',
-             BENCH_FLAGS='--skip_train --skip_torch --steps=1 --warmup=0')
+             BENCH_FLAGS='--skip_train --skip_torch --steps=1 --warmup=0',
+             # A few layers of the forms table, one form besides 'xla'.
+             FORMS_FLAGS='--forms=im2col --repeats=1', FORMS_LIMIT_S='30')
   # Only the script's own cache: not the one conftest.py gives the session.
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   env.pop('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', None)
@@ -285,6 +288,11 @@ def test_gpu_bench_script_runs_cold_cached_and_paper_batch(tmp_path):
   runs = {name: json.loads((tmp_path / f'{name}.json').read_text())
           for name in ('batch64_cold', 'batch64_cached', 'batch400')}
   assert [r['batch_size'] for r in runs.values()] == [64, 64, 400]
+  # The forms table, as the policy reads it, and the bench run with it.
+  table = str(tmp_path / 'conv_forms.json')
+  assert conv.load_forms_table(table)
+  with_table = json.loads((tmp_path / 'batch64_forms.json').read_text())
+  assert with_table['conv_forms_table'] == table
   report = json.loads((tmp_path / 'memory400.json').read_text())
   assert (report['batch_size'], report['conv_backend']) == (400, 'gpu')
   assert report['planned_bytes'] > 0 and report['top_buffers']

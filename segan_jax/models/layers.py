@@ -107,7 +107,8 @@ class Conv1D(_StridedConv):
   def kernel_split(self, x_shape, kernel_shape):
     return conv.conv1d_kernel_split(
         x_shape, kernel_shape, self.stride,
-        same_padding(self.kernel_size, self.stride), self.impl, self.policy)
+        same_padding(self.kernel_size, self.stride), self.impl, self.policy,
+        self.dtype)
 
   def convolve(self, x, kernel, kernel_pieces):
     return conv.conv1d(x, kernel, self.stride,
@@ -126,7 +127,7 @@ class ConvTranspose1D(_StridedConv):
   def kernel_split(self, x_shape, kernel_shape):
     return conv.conv_transpose1d_kernel_split(x_shape, kernel_shape,
                                               self.stride, self.impl,
-                                              self.policy)
+                                              self.policy, self.dtype)
 
   def convolve(self, x, kernel, kernel_pieces):
     return conv.conv_transpose1d(x, kernel, self.stride, self.impl,

@@ -13,5 +13,7 @@ from segan_jax.ops.conv.dispatch import (CONV1D_FORMS, CONV_TRANSPOSE1D_FORMS,
                                          conv1d, conv1d_kernel_split,
                                          conv_transpose1d,
                                          conv_transpose1d_kernel_split)
-from segan_jax.ops.conv.policy import ConvPolicy, current_policy, use_policy
+from segan_jax.ops.conv.policy import (ConvPolicy, current_policy,
+                                       load_forms_table, policy_with_table,
+                                       use_policy)
 from segan_jax.ops.conv.polyphase import polyphase_kernel, polyphase_taps

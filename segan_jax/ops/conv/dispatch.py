@@ -8,7 +8,10 @@ import jax
 
 from segan_jax.ops.conv.im2col import im2col_conv
 from segan_jax.ops.conv.phases import phase_grad_conv
-from segan_jax.ops.conv.policy import ConvPolicy, current_policy
+from segan_jax.ops.conv.policy import (CONV1D, CONV1D_FORMS,
+                                       CONV_TRANSPOSE1D,
+                                       CONV_TRANSPOSE1D_FORMS, ConvPolicy,
+                                       current_policy, layer_key)
 from segan_jax.ops.conv.polyphase import (interleave_phases, polyphase_kernel,
                                           polyphase_padding)
 from segan_jax.ops.conv.shapes import (conv_out_length,
@@ -18,23 +21,31 @@ from segan_jax.ops.conv.taps import grouped_taps
 from segan_jax.ops.conv.taps_plan import kernel_split
 from segan_jax.ops.conv.xla import xla_conv, xla_conv_transpose
 
-CONV1D_FORMS = ('xla', 'im2col', 'phases', 'xla_phase_grad', 'taps')
-CONV_TRANSPOSE1D_FORMS = ('xla', 'im2col', 'polyphase', 'taps')
 
 
-def _conv1d_form(batch: int, out_length: int, stride: int, impl: str,
-                 policy: ConvPolicy) -> str:
+def _conv1d_form(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                 out_length: int, stride: int, padding: tuple[int, int],
+                 dtype, impl: str, policy: ConvPolicy) -> str:
   if impl == 'auto':
-    impl = policy.conv1d_form(batch, out_length, stride)
+    batch = policy.decision_batch(x_shape[0])
+    impl = policy.conv1d_form(
+        batch, out_length, stride,
+        layer_key(CONV1D, batch, x_shape[1], x_shape[2], kernel_shape[2],
+                  kernel_shape[0], stride, tuple(padding), dtype))
   if impl not in CONV1D_FORMS:
     raise ValueError(f'unknown conv impl {impl!r}')
   return impl
 
 
-def _conv_transpose1d_form(in_length: int, impl: str,
-                           policy: ConvPolicy) -> str:
+def _conv_transpose1d_form(x_shape: Sequence[int],
+                           kernel_shape: Sequence[int], stride: int, dtype,
+                           impl: str, policy: ConvPolicy) -> str:
   if impl == 'auto':
-    impl = policy.conv_transpose1d_form(in_length)
+    impl = policy.conv_transpose1d_form(
+        x_shape[1],
+        layer_key(CONV_TRANSPOSE1D, policy.decision_batch(x_shape[0]),
+                  x_shape[1], x_shape[2], kernel_shape[2], kernel_shape[0],
+                  stride, None, dtype))
   if impl not in CONV_TRANSPOSE1D_FORMS:
     raise ValueError(f'unknown conv transpose impl {impl!r}')
   return impl
@@ -55,7 +66,8 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
   policy = current_policy() if policy is None else policy
   kernel_size = kernel.shape[0]
   out_length = conv_out_length(x.shape[1], kernel_size, stride, padding)
-  impl = _conv1d_form(x.shape[0], out_length, stride, impl, policy)
+  impl = _conv1d_form(x.shape, kernel.shape, out_length, stride, padding,
+                      x.dtype, impl, policy)
   if impl == 'xla':
     return xla_conv(x, kernel, stride, padding)
   if impl == 'taps':
@@ -83,7 +95,8 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   `conv1d` (sizes from `conv_transpose1d_kernel_split`).
   """
   policy = current_policy() if policy is None else policy
-  impl = _conv_transpose1d_form(x.shape[1], impl, policy)
+  impl = _conv_transpose1d_form(x.shape, kernel.shape, stride, x.dtype, impl,
+                                policy)
   if impl == 'xla':
     return xla_conv_transpose(x, kernel, stride)
   if impl == 'taps':
@@ -103,13 +116,14 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
 
 def conv1d_kernel_split(x_shape: Sequence[int], kernel_shape: Sequence[int],
                         stride: int, padding: tuple[int, int],
-                        impl: str = 'auto', policy: ConvPolicy | None = None
-                        ) -> tuple[int, ...] | None:
+                        impl: str = 'auto', policy: ConvPolicy | None = None,
+                        dtype='float32') -> tuple[int, ...] | None:
   """Taps per piece of the kernel split `conv1d` makes on this shape (its
-  'taps' form), or None when it uses the kernel whole."""
+  'taps' form) of ``dtype``, or None when it uses the kernel whole."""
   policy = current_policy() if policy is None else policy
   out_length = conv_out_length(x_shape[1], kernel_shape[0], stride, padding)
-  if _conv1d_form(x_shape[0], out_length, stride, impl, policy) != 'taps':
+  if _conv1d_form(x_shape, kernel_shape, out_length, stride, padding, dtype,
+                  impl, policy) != 'taps':
     return None
   return kernel_split(kernel_shape[0], stride, x_shape[1], padding[0],
                       out_length, False, policy.tap_groups)
@@ -118,11 +132,13 @@ def conv1d_kernel_split(x_shape: Sequence[int], kernel_shape: Sequence[int],
 def conv_transpose1d_kernel_split(x_shape: Sequence[int],
                                   kernel_shape: Sequence[int], stride: int,
                                   impl: str = 'auto',
-                                  policy: ConvPolicy | None = None
+                                  policy: ConvPolicy | None = None,
+                                  dtype='float32'
                                   ) -> tuple[int, ...] | None:
   """As `conv1d_kernel_split`, for `conv_transpose1d`."""
   policy = current_policy() if policy is None else policy
-  if _conv_transpose1d_form(x_shape[1], impl, policy) != 'taps':
+  if _conv_transpose1d_form(x_shape, kernel_shape, stride, dtype, impl,
+                            policy) != 'taps':
     return None
   kernel_size = kernel_shape[0]
   return kernel_split(kernel_size, stride, x_shape[1],

@@ -182,6 +182,14 @@ class Config:
       'noise estimate |x - G(x)|^2 is averaged over this many STFT frames (16 '
       'ms apart) centred on each, before the gain is taken (odd; 1: no '
       'smoothing). The ratio gain ignores it.')
+  # Why: PCS400 (Chao et al., 2022) stretches the log-magnitude spectrum most
+  # where hearing is most sensitive; measured on the bundle in
+  # docs/enhance_and_evaluate.md, "Perceptual contrast stretching".
+  output_pcs: float = output_option(
+      'output_pcs', 'Enhanced audio is contrast-stretched: log(1 + |Y|) of '
+      'each STFT bin (25 ms Hamming frames) times 1 + this * (w - 1), w the '
+      'PCS400 weight of its band (1 to 1.4), phase kept (0: off; 1: PCS400; '
+      'at most 2).')
 
   # --- Optimisation -----------------------------------------------------------
   num_epochs: int = option(86, 'Epochs to train in total.')

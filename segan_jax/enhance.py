@@ -256,7 +256,7 @@ class SignalStream:
     indices = (w[None, :] * self.channels + np.arange(self.channels)[:, None])
     self.windows_done += n
     y = self.enhancer.enhance_windows(windows, indices.reshape(-1))
-    y = self.enhancer.output_settings.apply(windows, y)
+    y = self.enhancer.output_settings.apply(windows, y, self.coeff)
     y = y.reshape(self.channels, n, window).transpose(1, 2, 0)
     y = y * self.synthesis[None, :, None]
     total = np.zeros(((n - 1) * hop + window, self.channels), np.float32)

@@ -21,6 +21,7 @@ from scipy import signal
 
 from segan_jax import audio
 from segan_jax import high_band
+from segan_jax import pcs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class OutputSettings:
   attenuation_limit_db: float = 0.0
   output_highpass_hz: float = 0.0
   output_high_band: str = 'gated'
+  output_pcs: float = 0.0
 
   def __post_init__(self):
     if self.output_high_band not in high_band.HIGH_BANDS:
@@ -50,11 +52,12 @@ class OutputSettings:
       raise ValueError('output_highpass_hz must be in [0, 4000), got '
                        f'{self.output_highpass_hz}')
     _check_mask(self.mask_oversubtraction, self.mask_noise_frames)
+    pcs.check_strength(self.output_pcs)
     # One type per field whatever the source (flags, JSON, NumPy scalars).
     object.__setattr__(self, 'output_mask', bool(self.output_mask))
     object.__setattr__(self, 'mask_noise_frames', int(self.mask_noise_frames))
     for name in ('mask_oversubtraction', 'attenuation_limit_db',
-                 'output_highpass_hz'):
+                 'output_highpass_hz', 'output_pcs'):
       object.__setattr__(self, name, float(getattr(self, name)))
 
   @classmethod
@@ -90,6 +93,11 @@ class OutputSettings:
                 '|X - E|^2 averaged over the mask_noise_frames frames '
                 'centred on each (scipy.ndimage.uniform_filter1d, mode '
                 'reflect)',
+        'pcs': 'when output_pcs s > 0: after the mask or mix, the caller '
+               'stretches each output window (segan_jax.pcs.stretch, '
+               'preemphasis as the model\'s): 400-point Hamming frames, hop '
+               '100, |Y| of the de-emphasised spectrum -> expm1(w '
+               'log1p(|Y|)), w = 1 + s (PCS400 weight - 1), phase kept',
     }
 
   def with_overrides(self, **overrides: Any) -> OutputSettings:
@@ -107,15 +115,22 @@ class OutputSettings:
     none): the share of it mixed back, or the floor of the mask's gain."""
     return audio.attenuation_floor(self.attenuation_limit_db)
 
-  def apply(self, noisy: np.ndarray, enhanced: np.ndarray) -> np.ndarray:
+  def apply(self, noisy: np.ndarray, enhanced: np.ndarray,
+            preemphasis: float = 0.0) -> np.ndarray:
     """The output windows for pre-emphasised input windows ``noisy`` and
     G's output for them, ``enhanced`` (both ``[..., window]``).
 
     On pre-emphasised windows: the mask's gain in a bin is a ratio of two
     signals through the same filter, so it is the de-emphasised one's; and
     the mix is linear, like the filters after it, so mixing windows equals
-    mixing the restored signals.
+    mixing the restored signals. PCS (`output_pcs`) is not linear: it is
+    computed on the spectrum that ``preemphasis`` restores (pcs.stretch).
     """
+    return pcs.stretch(self._unstretched(noisy, enhanced), self.output_pcs,
+                       preemphasis)
+
+  def _unstretched(self, noisy: np.ndarray,
+                   enhanced: np.ndarray) -> np.ndarray:
     floor = self.least_gain
     if self.output_mask:
       return mask_with(noisy, enhanced, floor=floor,

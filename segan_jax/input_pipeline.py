@@ -111,10 +111,8 @@ def load_validation_source(config: Config):
   its test split.
   """
   if config.validation_dir:
-    return datasets.get_source(
-        'wav_pairs', 'validation', data_dir=config.validation_dir,
-        tfds_data_dir=config.tfds_data_dir,
-        skip_bad_files=config.skip_bad_files), config.validation_dir
+    return (_pair_folder_source(config, config.validation_dir),
+            config.validation_dir)
   for split in ('validation', 'test'):
     try:
       return load_source(config, split), f'{split} split'
@@ -126,14 +124,16 @@ def load_validation_source(config: Config):
 def load_extra_validation_sources(config: Config) -> list[tuple[str, Any]]:
   """(name, source) of each --extra_validation_dirs folder, in order (a
   one-line ValueError for a folder that is not a pair folder)."""
-  return [(name, datasets.get_source(
-      'wav_pairs', 'validation', data_dir=folder,
-      tfds_data_dir=config.tfds_data_dir,
-      skip_bad_files=config.skip_bad_files))
-          for name, folder in zip(
-              config_lib.extra_validation_names(
-                  config.extra_validation_dirs or ()),
-              config.extra_validation_dirs or ())]
+  folders = config.extra_validation_dirs or ()
+  return [(name, _pair_folder_source(config, folder)) for name, folder in
+          zip(config_lib.extra_validation_names(folders), folders)]
+
+
+def _pair_folder_source(config: Config, folder: str):
+  """The validation source of a folder of noisy/ and clean/ pairs."""
+  return datasets.get_source('wav_pairs', 'validation', data_dir=folder,
+                             tfds_data_dir=config.tfds_data_dir,
+                             skip_bad_files=config.skip_bad_files)
 
 
 def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:

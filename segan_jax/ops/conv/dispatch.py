@@ -22,7 +22,6 @@ from segan_jax.ops.conv.taps_plan import kernel_split
 from segan_jax.ops.conv.xla import xla_conv, xla_conv_transpose
 
 
-
 def _conv1d_form(x_shape: Sequence[int], kernel_shape: Sequence[int],
                  out_length: int, stride: int, padding: tuple[int, int],
                  dtype, impl: str, policy: ConvPolicy) -> str:

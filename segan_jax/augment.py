@@ -326,6 +326,11 @@ class Windows(Protocol):
     past its utterance's end."""
     ...
 
+  def clean_only(self, index: int) -> bool:
+    """Whether window ``index`` is clean speech alone (noisy = clean), which
+    must take new noise."""
+    ...
+
 
 def augment_window(data: Windows, index: int, position: int, *, seed: int,
                    step: int, augmentation: Augmentation) -> np.ndarray:
@@ -344,7 +349,8 @@ def augment_window(data: Windows, index: int, position: int, *, seed: int,
     pair = pitch(pair, window, choice.pitch)
   noise = None
   if augmentation.noise is not None:
-    noise = augmentation.noise.draw(seed, step, position)
+    noise = augmentation.noise.draw(seed, step, position,
+                                    clean_only=data.clean_only(index))
   if choice.partner is not None and (noise is None or noise.kind is None):
     other = np.asarray(data.read(choice.partner, window), np.float64)
     pair = remix(pair, other[0] - other[1], choice.remix_gain_db)

@@ -328,6 +328,15 @@ class Config:
   room_target_early_ms: float = option(
       0.0, "Augmentation: the target keeps this much of the room's response "
       'after the direct path (early reflections; 0: the dry speech).')
+  # Why: two training voices generalise poorly to unseen ones; clean speech
+  # of other voices (e.g. TTS, experiments/make_tts_voices.py) has no noise
+  # of its own, so the noise mix makes all of it.
+  extra_speech_dirs: tuple[str, ...] | None = option(
+      None, 'Folders of clean speech files (mono or downmixed, resampled to '
+      '16 kHz), comma-separated, whose windows join the training windows; '
+      'their noisy input is always made by the noise mix (clean + a clip of '
+      '--noise_dirs or a kind of --noise_kinds at an SNR in --noise_snr_db, '
+      'whatever --noise_mix_prob). Validation is unchanged.')
 
   # --- Runs: warm start, checkpoints, validation, devices ---------------------
   init_from: str | None = option(
@@ -417,7 +426,7 @@ class Config:
     for name in ('noise_snr_db', 'room_rt60'):
       object.__setattr__(self, name, getattr(noise, name))
     for name in ('noise_kinds', 'noise_dirs', 'noise_holdout', 'rir_dirs',
-                 'rir_holdout', 'extra_validation_dirs'):
+                 'rir_holdout', 'extra_validation_dirs', 'extra_speech_dirs'):
       if getattr(self, name) is not None:  # a saved run's lists: tuples
         object.__setattr__(self, name, tuple(getattr(self, name)))
     names = extra_validation_names(self.extra_validation_dirs or ())

@@ -41,10 +41,15 @@ class WindowedPairs:
   last partial window of each utterance is zero-padded (see
   audio.num_windows): every sample is trained on, and utterances shorter
   than one window still count.
+
+  Utterances from ``clean_only_from`` on (None: none) are clean speech
+  alone, their noisy a copy of the clean (see `CleanSpeech`): the noise mix
+  gives their windows a noisy input (``clean_only``).
   """
 
   def __init__(self, source, window: int, hop: int, preemphasis: float,
-               cache_bytes: int = DEFAULT_CACHE_BYTES):
+               cache_bytes: int = DEFAULT_CACHE_BYTES,
+               clean_only_from: int | None = None):
     self.source = source
     self.window = window
     self.preemphasis = preemphasis
@@ -66,6 +71,12 @@ class WindowedPairs:
     self.cache = cache
     self.index = np.asarray(index, np.int64)
     self.num_utterances = len(source)
+    self.clean_only_from = (len(source) if clean_only_from is None
+                            else clean_only_from)
+    # Windows [0, num_pair_windows) are those of real pairs: the utterances
+    # come in order.
+    self.num_pair_windows = int(np.sum(self.index[:, 0] <
+                                       self.clean_only_from))
     if cache is None:
       logging.info('Dataset larger than %d bytes: reading windows from the '
                    'source.', cache_bytes)
@@ -90,6 +101,42 @@ class WindowedPairs:
 
   def windows(self, indices: np.ndarray) -> np.ndarray:
     return np.stack([self[int(i)] for i in indices])
+
+  def clean_only(self, i: int) -> bool:
+    return i >= self.num_pair_windows
+
+
+class CleanSpeech:
+  """The audio files of folders of clean speech as a source of pairs whose
+  noisy is the clean itself, read as the models see it (mono, 16 kHz);
+  one-line ValueError for a missing folder or one without audio."""
+
+  def __init__(self, folders, flag: str = 'extra_speech_dirs'):
+    self.paths = noise_mix.audio_files(tuple(folders), flag)
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    clean = audio.read_mono_16k(self.paths[index])
+    return {'noisy': clean, 'clean': clean, 'id': self.paths[index]}
+
+
+class Concatenated:
+  """Sources one after another, as one."""
+
+  def __init__(self, *sources):
+    self.sources = sources
+    self.starts = np.cumsum([0] + [len(s) for s in sources])
+
+  def __len__(self) -> int:
+    return int(self.starts[-1])
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    k = int(np.searchsorted(self.starts, index, side='right')) - 1
+    return self.sources[k][index - int(self.starts[k])]
 
 
 def load_source(config: Config, split: str):
@@ -137,8 +184,16 @@ def _pair_folder_source(config: Config, folder: str):
 
 
 def load_train_windows(config: Config, split: str = 'train') -> WindowedPairs:
-  return WindowedPairs(load_source(config, split), config.window, config.hop,
-                       config.preemphasis)
+  """The windows of the dataset's ``split``, followed on the train split by
+  those of --extra_speech_dirs (clean speech whose noisy input the noise mix
+  always makes)."""
+  source = load_source(config, split)
+  clean_only_from = None
+  if split == 'train' and config.extra_speech_dirs:
+    clean_only_from = len(source)
+    source = Concatenated(source, CleanSpeech(config.extra_speech_dirs))
+  return WindowedPairs(source, config.window, config.hop, config.preemphasis,
+                       clean_only_from=clean_only_from)
 
 
 def make_augmentation(config: Config, data: WindowedPairs
@@ -228,9 +283,11 @@ def vbn_reference(data: WindowedPairs, size: int, seed: int) -> np.ndarray:
   """The fixed reference batch of (clean, noisy) pairs, ``[size, T, 2]``.
 
   Drawn from the training windows with its own seed stream, identically on
-  every process, so all replicas normalise with the same reference.
+  every process, so all replicas normalise with the same reference. Only
+  windows of real pairs: a clean-only window's noisy is not an input.
   """
   rng = np.random.default_rng([seed, 0x7B4])
-  picks = rng.choice(len(data), size=size, replace=size > len(data))
+  count = data.num_pair_windows
+  picks = rng.choice(count, size=size, replace=size > count)
   windows = data.windows(picks)
   return np.stack([windows[:, 1], windows[:, 0]], axis=-1)

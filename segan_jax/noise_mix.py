@@ -96,6 +96,9 @@ class NoiseSettings:
   rir_dirs: tuple[str, ...] = ()
   rir_holdout: tuple[str, ...] = ()
   room_target_early_ms: float = 0.0
+  # Folders of clean speech only (input_pipeline.load_train_windows joins
+  # their windows to the pairs'): their windows always take new noise.
+  extra_speech_dirs: tuple[str, ...] = ()
 
   def __post_init__(self):
     for name in ('noise_mix_prob', 'room_prob'):
@@ -110,7 +113,7 @@ class NoiseSettings:
     if not self.room_rt60[0] > 0:
       raise ValueError(f'room_rt60 must be positive, got {self.room_rt60}')
     for name in ('noise_kinds', 'noise_dirs', 'noise_holdout', 'rir_dirs',
-                 'rir_holdout'):
+                 'rir_holdout', 'extra_speech_dirs'):
       object.__setattr__(self, name, tuple(getattr(self, name) or ()))
     unknown = set(self.noise_kinds) - set(NOISE_KINDS)
     if unknown:
@@ -122,6 +125,9 @@ class NoiseSettings:
     if self.noise_mix_prob and not (self.noise_kinds or self.noise_dirs):
       raise ValueError('noise_mix_prob > 0 needs --noise_dirs or '
                        '--noise_kinds')
+    if self.extra_speech_dirs and not (self.noise_kinds or self.noise_dirs):
+      raise ValueError('--extra_speech_dirs needs noise to mix into its clean '
+                       'speech: give --noise_dirs or --noise_kinds')
 
   @classmethod
   def from_config(cls, config) -> 'NoiseSettings':
@@ -129,11 +135,16 @@ class NoiseSettings:
                   for f in dataclasses.fields(cls)})
 
   @property
+  def mixes(self) -> bool:
+    """Whether any window may take new noise."""
+    return bool(self.noise_mix_prob or self.extra_speech_dirs)
+
+  @property
   def enabled(self) -> bool:
-    return bool(self.noise_mix_prob or self.room_prob)
+    return bool(self.mixes or self.room_prob)
 
 
-def _audio_files(folders: tuple[str, ...], flag: str) -> list[str]:
+def audio_files(folders: tuple[str, ...], flag: str) -> list[str]:
   """The audio files directly in each folder, in name order."""
   paths = []
   for folder in folders:
@@ -150,7 +161,7 @@ def _audio_files(folders: tuple[str, ...], flag: str) -> list[str]:
 def _training_files(folders, holdout, flag) -> list[str]:
   """The files of ``folders`` less those named in ``holdout``; a held-out
   name that matches no file is refused (a typo would train on the clip)."""
-  paths = _audio_files(folders, flag)
+  paths = audio_files(folders, flag)
   names = {os.path.basename(p) for p in paths}
   missing = sorted(set(holdout) - names)
   if missing:
@@ -311,7 +322,7 @@ class NoiseMixer:
     self.rirs = [(name, align_rir(r)) for name, r in rirs]
     self.speech_spectrum = speech_spectrum
     self.kinds = (('file',) if clips else ()) + tuple(
-        settings.noise_kinds if settings.noise_mix_prob else ())
+        settings.noise_kinds if settings.mixes else ())
 
   @classmethod
   def build(cls, settings: NoiseSettings, data, preemphasis: float
@@ -321,22 +332,25 @@ class NoiseMixer:
     if not settings.enabled:
       return None
     clips = load_clips(settings.noise_dirs, settings.noise_holdout,
-                       'noise_dirs') if settings.noise_mix_prob else []
+                       'noise_dirs') if settings.mixes else []
     rirs = load_clips(settings.rir_dirs, settings.rir_holdout,
                       'rir_dirs') if settings.room_prob else []
     spectrum = None
-    if settings.noise_mix_prob and 'speech_shaped' in settings.noise_kinds:
+    if settings.mixes and 'speech_shaped' in settings.noise_kinds:
       picks = np.linspace(0, len(data) - 1,
                           min(len(data), _SPECTRUM_WINDOWS)).astype(int)
       clean = np.stack([data[int(i)][1] for i in picks])
       spectrum = long_term_spectrum(audio.deemphasis(clean, preemphasis))
     return cls(settings, clips, rirs, spectrum, preemphasis)
 
-  def draw(self, seed: int, step: int, position: int) -> Draw:
+  def draw(self, seed: int, step: int, position: int,
+           clean_only: bool = False) -> Draw:
+    """``clean_only``: the window has no noise of its own (one of
+    --extra_speech_dirs), so it takes new noise whatever noise_mix_prob."""
     s = self.settings
     u = np.random.default_rng([seed, STREAM, step, position]).random(4)
     kind = None
-    if u[0] < s.noise_mix_prob and self.kinds:
+    if (clean_only or u[0] < s.noise_mix_prob) and self.kinds:
       kind = self.kinds[min(int(u[1] * len(self.kinds)), len(self.kinds) - 1)]
     snr = s.noise_snr_db[0] + u[2] * (s.noise_snr_db[1] - s.noise_snr_db[0])
     room = None

@@ -71,12 +71,11 @@ class WindowedPairs:
     self.cache = cache
     self.index = np.asarray(index, np.int64)
     self.num_utterances = len(source)
-    self.clean_only_from = (len(source) if clean_only_from is None
-                            else clean_only_from)
+    if clean_only_from is None:
+      clean_only_from = len(source)
     # Windows [0, num_pair_windows) are those of real pairs: the utterances
     # come in order.
-    self.num_pair_windows = int(np.sum(self.index[:, 0] <
-                                       self.clean_only_from))
+    self.num_pair_windows = int(np.sum(self.index[:, 0] < clean_only_from))
     if cache is None:
       logging.info('Dataset larger than %d bytes: reading windows from the '
                    'source.', cache_bytes)

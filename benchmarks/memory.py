@@ -1,7 +1,7 @@
 r"""Memory XLA plans for the train step, against what the networks need.
 
   python -m benchmarks.memory --model_size=paper --batch_size=400 \
-      --conv_backend=gpu --json
+      --conv_backend=gpu --remat=conv_outputs --json
 
 Compiles the real train step (segan_jax.train.make_train_step, jitted with
 its states donated as parallel.make_strategy('none') does) WITHOUT running
@@ -9,7 +9,18 @@ it: jit(...).lower(...).compile() on abstract inputs (jax.eval_shape /
 jax.ShapeDtypeStruct), so nothing paper-size is allocated, and the conv
 forms are those `ConvPolicy(backend=--conv_backend)` chooses, whatever
 backend compiles them (on the CPU, 'gpu' plans the GPU policy's forms with
-XLA:CPU's buffer assignment; on a GPU, XLA:GPU's).
+XLA:CPU's buffer assignment; on a GPU, XLA:GPU's). --remat is the run's
+(Config.remat): what the backward passes keep of the forward passes.
+
+XLA:CPU's default instruction scheduler orders the step for concurrency,
+not memory: it starts the next layer's work (and a checkpoint's
+recomputation) early, so that more is live at once than the computation
+needs. XLA:GPU schedules under the device's memory limit instead. So that
+the plan on the CPU stands for what a memory-bound accelerator needs,
+--memory_scheduler (on by default; it only concerns XLA:CPU) compiles with
+XLA:CPU's memory-minimising scheduler
+(--xla_cpu_enable_concurrency_optimized_scheduler=false in $XLA_FLAGS,
+set before the backend starts).
 
   planned_bytes: compiled.memory_analysis(): argument + output + temp -
     alias bytes (what the executable holds at once).
@@ -47,6 +58,7 @@ from segan_jax import systems
 from segan_jax import train
 from segan_jax.config import Config
 from segan_jax.config import MODEL_SIZES
+from segan_jax.config import REMAT_POLICIES
 from segan_jax.ops import conv
 
 CONV_BACKENDS = ('cpu', 'gpu', 'tpu')
@@ -72,9 +84,10 @@ def _leaf_output_bytes(intermediates) -> int:
   return total
 
 
-def _config(model_size: str, batch_size: int, dtype: str) -> Config:
+def _config(model_size: str, batch_size: int, dtype: str,
+            remat: str = 'none') -> Config:
   return Config(model_size=model_size, batch_size=batch_size,
-                parallelism='none', dtype=dtype)
+                parallelism='none', dtype=dtype, remat=remat)
 
 
 def _abstract_inputs(config: Config):
@@ -182,6 +195,18 @@ def largest_values(text: str, top: int) -> list[dict[str, Any]]:
           sorted(sizes.items(), key=lambda item: -item[1])[:top]]
 
 
+# XLA:CPU's scheduler that minimises memory instead of the default one. It
+# is read from $XLA_FLAGS when the backend starts (as a per-executable
+# compiler option it is accepted but has no effect).
+MEMORY_SCHEDULER_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+
+
+def memory_scheduler_on() -> bool:
+  """Whether this process compiles for the CPU with the memory scheduler."""
+  return (jax.default_backend() == 'cpu' and
+          MEMORY_SCHEDULER_FLAG in os.environ.get('XLA_FLAGS', '').split())
+
+
 def compile_train_step(config: Config, conv_backend: str, states, batch,
                        rng):
   """The compiled (never run) train step, with ``conv_backend``'s forms."""
@@ -204,8 +229,11 @@ def planned_bytes(compiled) -> dict[str, int]:
 
 def report(model_size: str = 'paper', batch_size: int = 400,
            conv_backend: str = 'gpu', dtype: str = 'float32',
-           top_buffers: int = 0) -> dict[str, Any]:
+           top_buffers: int = 0, remat: str = 'none') -> dict[str, Any]:
   """The memory report as a dict (see the module docstring).
+
+  Whether XLA:CPU's memory scheduler plans it is the process's (see
+  `memory_scheduler_on`; `main` asks for it before the backend starts).
 
   ``top_buffers`` > 0 needs XLA's dump, so it must be asked for before the
   backend starts (`main` sets XLA_FLAGS); here it reads the newest dump in
@@ -214,14 +242,15 @@ def report(model_size: str = 'paper', batch_size: int = 400,
   if conv_backend not in CONV_BACKENDS:
     raise ValueError(f'conv_backend must be one of {CONV_BACKENDS}, got '
                      f'{conv_backend!r}')
-  config = _config(model_size, batch_size, dtype)
+  config = _config(model_size, batch_size, dtype, remat)
   states, batch, rng = _abstract_inputs(config)
   start = time.perf_counter()
   compiled = compile_train_step(config, conv_backend, states, batch, rng)
   compile_s = time.perf_counter() - start
   result: dict[str, Any] = {
       'model_size': model_size, 'batch_size': batch_size,
-      'conv_backend': conv_backend, 'dtype': dtype,
+      'conv_backend': conv_backend, 'dtype': dtype, 'remat': remat,
+      'memory_scheduler': memory_scheduler_on(),
       'compiled_on': jax.default_backend(),
       'device_kind': jax.devices()[0].device_kind, 'compile_s': compile_s}
   result.update(planned_bytes(compiled))
@@ -251,6 +280,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     'backend), whatever backend compiles them.', **kw)
   flags.DEFINE_enum('dtype', 'float32', list(DTYPES),
                     'Compute dtype (Config.dtype).', **kw)
+  flags.DEFINE_enum('remat', 'none', list(REMAT_POLICIES),
+                    "What the backward passes keep (Config.remat; "
+                    "paper.flags: conv_outputs).", **kw)
+  flags.DEFINE_bool('memory_scheduler', True,
+                    "On the CPU, compile with XLA:CPU's memory-minimising "
+                    'scheduler (see the module docstring).', **kw)
   flags.DEFINE_integer('top_buffers', 0, 'Print the N largest allocations '
                        "of XLA's buffer assignment (dumps the HLO).", **kw)
   flags.DEFINE_bool('json', False, 'Print one JSON object as the last line.',
@@ -267,10 +302,11 @@ def main(argv: Sequence[str],
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   fv = flag_values
   result = report(fv.model_size, fv.batch_size, fv.conv_backend, fv.dtype,
-                  fv.top_buffers)
+                  fv.top_buffers, fv.remat)
+  scheduler = ', memory scheduler' if result['memory_scheduler'] else ''
   print(f"{fv.model_size} batch {fv.batch_size}, {fv.conv_backend} policy, "
-        f"{fv.dtype}, compiled on {result['compiled_on']} in "
-        f"{result['compile_s']:.1f} s")
+        f"{fv.dtype}, remat {fv.remat}{scheduler}, compiled on "
+        f"{result['compiled_on']} in {result['compile_s']:.1f} s")
   for key in ('argument_bytes', 'output_bytes', 'temp_bytes', 'alias_bytes',
               'planned_bytes', 'states_bytes', 'gradient_bytes',
               'batch_bytes', 'g_activation_bytes', 'd_activation_bytes',
@@ -287,8 +323,21 @@ def main(argv: Sequence[str],
     print(json.dumps(result), flush=True)
 
 
+def _xla_flags_for(argv: Sequence[str], xla_flags: str) -> str:
+  """$XLA_FLAGS for a run with command line ``argv``: with the memory
+  scheduler unless --nomemory_scheduler (XLA reads them when the backend
+  starts, before absl parses the flags)."""
+  if '--nomemory_scheduler' in argv or '--memory_scheduler=false' in argv:
+    return xla_flags
+  if MEMORY_SCHEDULER_FLAG in xla_flags.split():
+    return xla_flags
+  return f'{xla_flags} {MEMORY_SCHEDULER_FLAG}'.strip()
+
+
 if __name__ == '__main__':
   define_flags()
+  os.environ['XLA_FLAGS'] = _xla_flags_for(sys.argv,
+                                           os.environ.get('XLA_FLAGS', ''))
   # XLA reads its flags when the backend starts: ask for the dump before.
   if any(a.startswith('--top_buffers=') and a != '--top_buffers=0'
          for a in sys.argv):

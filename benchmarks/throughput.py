@@ -64,6 +64,7 @@ from segan_jax import systems
 from segan_jax import train
 from segan_jax.config import Config
 from segan_jax.config import MODEL_SIZES
+from segan_jax.config import REMAT_POLICIES
 from segan_jax.models.generator import decoder_features
 from segan_jax.ops import conv
 
@@ -132,6 +133,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       'conv_forms_table', None, 'With --layers_impl=auto: a conv forms table '
       'measured by python -m benchmarks.conv_forms, over the package\'s.',
       **kw)
+  flags.DEFINE_enum('remat', 'none', list(REMAT_POLICIES),
+                    "What the train step's backward pass keeps "
+                    '(Config.remat; paper.flags: conv_outputs).', **kw)
   flags.DEFINE_bool('enhance_memory', False, 'Measure the peak memory of '
                     'enhancing long files instead of throughput.', **kw)
   flags.DEFINE_list('enhance_minutes', ['1', '4', '16'],
@@ -398,7 +402,7 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
         skip_train: bool = False, order: str = 'blocked',
         device: str = 'auto', bf16: bool | None = None,
         peak_tflops: float | None = None,
-        conv_forms_table: str | None = None,
+        conv_forms_table: str | None = None, remat: str = 'none',
         log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the benchmark; returns the figures printed by --json.
 
@@ -408,7 +412,8 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
   device is missing). ``bf16``: also measure bfloat16 (None: on a GPU only).
   ``peak_tflops``: the dense bfloat16 peak for MFU (None: by device kind).
   ``conv_forms_table``: with 'auto', a measured forms table (JSON of
-  benchmarks.conv_forms) over the package's.
+  benchmarks.conv_forms) over the package's. ``remat``: Config.remat of the
+  train step.
   """
   _check_order(order)  # Before minutes of compilation, not after.
   if layers_impl not in CONV_POLICIES:
@@ -431,17 +436,17 @@ def run(model_size: str = 'paper', batch_size: int = 8, steps: int = 5,
       device == 'gpu' if bf16 is None else bf16) else ('float32',)
   with conv.use_policy(policy):
     result = _run(model_size, batch_size, steps, warmup, torch, layers_impl,
-                  skip_train, order, device, dtypes, peak_tflops, log)
+                  skip_train, order, device, dtypes, peak_tflops, remat, log)
   result['conv_forms_table'] = conv_forms_table
   return result
 
 
 def _run(model_size: str, batch_size: int, steps: int, warmup: int,
          torch, layers_impl: str, skip_train: bool, order: str, device: str,
-         dtypes: Sequence[str], peak_tflops: float | None,
+         dtypes: Sequence[str], peak_tflops: float | None, remat: str,
          log: Callable[[str], None]) -> dict[str, Any]:
   config = Config(model_size=model_size, batch_size=batch_size,
-                  parallelism='none')
+                  parallelism='none', remat=remat)
   data = _data(config, batch_size)
   flops = count_flops(config, batch_size)
   audio_seconds = batch_size * config.window / audio.SAMPLE_RATE
@@ -455,7 +460,7 @@ def _run(model_size: str, batch_size: int, steps: int, warmup: int,
   result: dict[str, Any] = {
       'model_size': model_size, 'batch_size': batch_size, 'steps': steps,
       'warmup': warmup, 'order': order, 'window': config.window,
-      'layers_impl': layers_impl,
+      'layers_impl': layers_impl, 'remat': remat,
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       'vbn_reference_size': config.vbn_reference_size,
       'cpu_model': machine.cpu_model(), 'cpu_count': os.cpu_count(),
@@ -623,7 +628,7 @@ def main(argv: Sequence[str],
                  layers_impl=fv.layers_impl, skip_train=fv.skip_train,
                  order=fv.order, device=fv.device, bf16=fv.bf16,
                  peak_tflops=fv.peak_tflops,
-                 conv_forms_table=fv.conv_forms_table)
+                 conv_forms_table=fv.conv_forms_table, remat=fv.remat)
   except DeviceError as e:
     # A missing device is a setup matter: one line, no traceback.
     raise SystemExit(f'benchmarks.throughput: {e}') from None

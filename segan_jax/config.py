@@ -23,6 +23,8 @@ OPTIMIZERS = ('rmsprop', 'adam')
 SKIP_CONNECTIONS = ('preactivation', 'activation')
 KERNEL_INITS = ('truncated_normal', 'xavier_uniform')
 DTYPES = ('float32', 'bfloat16')
+# What the train step's backward pass keeps of G's and D's forward passes.
+REMAT_POLICIES = ('none', 'conv_outputs')
 # The metrics that evaluate and validation report, in their table's order.
 VALIDATION_METRICS = ('pesq', 'csig', 'cbak', 'covl', 'ssnr', 'stoi')
 # val_<metric> scores --validation_dir (or the dataset's split);
@@ -37,7 +39,7 @@ CHOICES = {
     'parallelism': PARALLELISM, 'nan_policy': NAN_POLICIES,
     'optimizer': OPTIMIZERS, 'skip_connections': SKIP_CONNECTIONS,
     'kernel_init': KERNEL_INITS, 'keep_best': KEEP_BEST_METRICS,
-    'dtype': DTYPES,
+    'dtype': DTYPES, 'remat': REMAT_POLICIES,
     'output_high_band': high_band.HIGH_BANDS,
 }
 
@@ -105,6 +107,11 @@ class Config:
       'float32', 'Compute dtype of the networks (bfloat16 for GPU/TPU); '
       'parameters, optimizer states, VBN statistics, losses and metrics stay '
       'float32.')
+  remat: str = option(
+      'none', "What the train step's backward pass keeps of G's and D's "
+      'forward passes: none (everything; fastest) or conv_outputs (only each '
+      "conv layer's output; norms and activations are recomputed, which "
+      'lets the paper\'s batch of 400 fit in memory: docs/speed.md).')
   discriminator_features: tuple[int, ...] | None = option(
       None, "Override: D's channels per layer (default: those of G's encoder).")
   reconstruction_loss: str = option('l1', 'autoencoder: its training loss.')

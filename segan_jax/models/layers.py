@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from segan_jax.ops import conv
 
@@ -43,6 +44,10 @@ def same_padding(kernel_size: int, stride: int = 1) -> tuple[int, int]:
 # Flax collection of kernels re-laid out once for inference
 # (`prepare_inference`).
 PREPARED = 'prepared'
+
+# The name every conv layer gives its output (jax.ad_checkpoint
+# .checkpoint_name): what --remat=conv_outputs keeps for the backward pass.
+CONV_OUTPUT = 'conv_output'
 
 
 class _StridedConv(nn.Module):
@@ -98,7 +103,7 @@ class _StridedConv(nn.Module):
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)
       y = y + bias.astype(self.dtype)
-    return y
+    return checkpoint_name(y, CONV_OUTPUT)
 
 
 class Conv1D(_StridedConv):

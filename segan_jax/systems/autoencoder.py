@@ -50,14 +50,18 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
 
 def step(states, batch, rng, *, reconstruction: str, stft_weight: float = 0.0,
          mask_loss_weight: float = 0.0, mask_floor: float = 0.0,
-         axis_name: str | None = None):
+         remat: str = 'none', axis_name: str | None = None):
   """One update of the denoising autoencoder."""
   del rng  # deterministic: no z, no dropout
   g_state = states['g']
   loss_fn = _RECONSTRUCTION_LOSSES[reconstruction]
 
+  generate = common.rematerialized(
+      lambda params: g_state.apply_fn({'params': params}, batch['noisy']),
+      remat)
+
   def loss(params):
-    enhanced = g_state.apply_fn({'params': params}, batch['noisy'])
+    enhanced = generate(params)
     metrics = {'g_l1': losses.l1_loss(enhanced, batch['clean'])}
     value = common.add_mask_term(loss_fn(enhanced, batch['clean']), enhanced,
                                  batch['noisy'], batch['clean'],
@@ -82,4 +86,5 @@ def make_step(config: Config):
       step, reconstruction=config.reconstruction_loss,
       stft_weight=config.stft_weight,
       mask_loss_weight=config.mask_loss_weight,
-      mask_floor=audio.attenuation_floor(config.attenuation_limit_db))
+      mask_floor=audio.attenuation_floor(config.attenuation_limit_db),
+      remat=config.remat)

@@ -12,6 +12,7 @@ from flax.training import train_state
 from jax import lax
 
 from segan_jax import losses
+from segan_jax.models import layers
 
 Metrics = dict[str, jax.Array]
 
@@ -65,6 +66,22 @@ def add_mask_term(loss: jax.Array, signal: jax.Array, noisy: jax.Array,
   masked = losses.masked_output_loss(signal, noisy, target, floor)
   metrics['g_mask'] = masked
   return loss + weight * masked
+
+
+def rematerialized(fn: Callable, remat: str) -> Callable:
+  """``fn`` whose backward pass keeps what --remat says of its forward pass.
+
+  'none': ``fn`` itself (XLA keeps whatever its backward pass reads).
+  'conv_outputs': jax.checkpoint keeping only the conv layers' outputs
+  (layers.CONV_OUTPUT); the norms and activations after them, as cheap as a
+  read of their input, are recomputed in the backward pass.
+  """
+  if remat == 'none':
+    return fn
+  if remat == 'conv_outputs':
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies
+                          .save_only_these_names(layers.CONV_OUTPUT))
+  raise ValueError(f'unknown remat {remat!r}')
 
 
 def init_params(module: nn.Module, rng: jax.Array, *inputs: Any) -> Any:

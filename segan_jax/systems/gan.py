@@ -62,7 +62,7 @@ def create_states(config: Config, rng: jax.Array, total_steps: int | None = None
 
 
 def step(states, batch, rng, *, latent_dim: int, gan_loss: str,
-         axis_name: str | None = None):
+         remat: str = 'none', axis_name: str | None = None):
   """One update of the basic GAN: D on real clean windows vs G(z), then G."""
   g_state, d_state = states['g'], states['d']
   real = batch['clean']
@@ -71,20 +71,22 @@ def step(states, batch, rng, *, latent_dim: int, gan_loss: str,
                            common.example_indices(local_batch, axis_name),
                            (latent_dim,))
   d_loss, g_loss = _LOSSES[gan_loss]
+  discriminate = common.rematerialized(
+      lambda d_params, x: d_state.apply_fn({'params': d_params}, x), remat)
+  generate = common.rematerialized(
+      lambda p: g_state.apply_fn({'params': p}, z), remat)
 
   def d_loss_fn(d_params, fake):
-    logits = d_state.apply_fn({'params': d_params},
-                              jnp.concatenate([real, fake], axis=0))
+    logits = discriminate(d_params, jnp.concatenate([real, fake], axis=0))
     real_logits, fake_logits = logits[:local_batch], logits[local_batch:]
     return d_loss(real_logits, fake_logits), {
         'd_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits)}
 
   def g_loss_fn(d_params, fake):
-    return g_loss(d_state.apply_fn({'params': d_params}, fake)), {}
+    return g_loss(discriminate(d_params, fake)), {}
 
   g_state, d_state, metrics = common.adversarial_update(
-      g_state, d_state, lambda p: g_state.apply_fn({'params': p}, z),
-      d_loss_fn, g_loss_fn, axis_name)
+      g_state, d_state, generate, d_loss_fn, g_loss_fn, axis_name)
   return {'g': g_state, 'd': d_state}, common.device_mean(metrics, axis_name)
 
 
@@ -96,4 +98,4 @@ def make_step(config: Config):
     raise ValueError('metric_discriminator is a segan option; gan generates '
                      'from z, with no clean reference to score')
   return functools.partial(step, latent_dim=config.latent_dim,
-                           gan_loss=config.gan_loss)
+                           gan_loss=config.gan_loss, remat=config.remat)

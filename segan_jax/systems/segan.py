@@ -141,7 +141,7 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
                d_input_noise: float = 0.0,
                mask_loss_weight: float = 0.0, mask_floor: float = 0.0,
                dm_state: optimizers.MetricDiscriminatorState | None = None,
-               metric_weight: float = 0.0,
+               metric_weight: float = 0.0, remat: str = 'none',
                axis_name: str | None = None):
   """One SEGAN update: D on (clean, noisy) vs (G(noisy), noisy), then G.
 
@@ -165,6 +165,8 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
       also hold the probe (metric_labels.PROBE_KEYS): G's output, clean
       and noisy for the first ``len(batch['metric_labels'])`` windows, to
       be labelled on the host.
+    remat: what the backward passes keep of G's and D's forward passes
+      (common.rematerialized).
     axis_name: the pmap axis to average gradients over, or None.
 
   Returns:
@@ -179,6 +181,7 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
                              common.example_indices(local_batch, axis_name),
                              latent_shape)
 
+  @functools.partial(common.rematerialized, remat=remat)
   def generate(g_params):
     return g_state.apply_fn({'params': g_params}, noisy, z)
 
@@ -199,11 +202,13 @@ def train_step(g_state, d_state: optimizers.DiscriminatorState,
 
   def discriminate(d_params, signals, noisy_pairs, split_reference=False,
                    return_features=False):
-    signals = blur(signals)
-    return d_state.apply_fn({'params': d_params},
-                            models.make_pair(signals, noisy_pairs),
-                            d_state.reference, split_reference=split_reference,
-                            return_features=return_features)
+    def apply(d_params, signals, noisy_pairs):
+      return d_state.apply_fn({'params': d_params},
+                              models.make_pair(blur(signals), noisy_pairs),
+                              d_state.reference,
+                              split_reference=split_reference,
+                              return_features=return_features)
+    return common.rematerialized(apply, remat)(d_params, signals, noisy_pairs)
 
   def d_loss_fn(d_params, enhanced):
     # Real and fake pairs in one call: VBN makes each logit independent of
@@ -334,5 +339,5 @@ def make_step(config: Config):
       d_input_noise=config.d_input_noise,
       mask_loss_weight=config.mask_loss_weight,
       mask_floor=audio.attenuation_floor(config.attenuation_limit_db),
-      metric_weight=config.metric_weight,
+      metric_weight=config.metric_weight, remat=config.remat,
       latent_shape=latent_shape(config))

@@ -152,17 +152,26 @@ def test_no_module_hides_an_import_of_the_package_in_a_function():
   assert not offenders
 
 
+def _tiny_config(model, **overrides):
+  return config_lib.Config(model=model, model_size='tiny', latent_dim=8,
+                           batch_size=2, **overrides)
+
+
+def _tiny_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  clean = (0.3 * rng.standard_normal((2, config.window))).astype(np.float32)
+  return {'clean': clean, 'noisy': clean + 0.1 * rng.standard_normal(
+      clean.shape).astype(np.float32)}
+
+
 @pytest.mark.parametrize('model', config_lib.MODELS)
 def test_bfloat16_computes_close_to_float32_with_float32_state(model):
-  fp32 = config_lib.Config(model=model, model_size='tiny', latent_dim=8,
-                           batch_size=2)
+  fp32 = _tiny_config(model)
   bf16 = fp32.replace(dtype='bfloat16')
   # Parameters are float32 whatever the dtype, so one init serves both.
   states = systems.create_states(bf16, jax.random.key(0))
-  rng = np.random.default_rng(0)
-  clean = (0.3 * rng.standard_normal((2, fp32.window))).astype(np.float32)
-  batch = {'clean': clean, 'noisy': clean + 0.1 * rng.standard_normal(
-      clean.shape).astype(np.float32)}
+  batch = _tiny_batch(fp32)
+  rng = np.random.default_rng(1)
   # The same parameters through both dtypes: close, and float32 out.
   g32, g16 = systems.generator(fp32), systems.generator(bf16)
   inputs = ((rng.standard_normal((2, 8)).astype(np.float32),)
@@ -187,17 +196,9 @@ def test_bfloat16_computes_close_to_float32_with_float32_state(model):
              for v in metrics.values())
 
 
-def _tiny_batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  clean = (0.3 * rng.standard_normal((2, config.window))).astype(np.float32)
-  return {'clean': clean, 'noisy': clean + 0.1 * rng.standard_normal(
-      clean.shape).astype(np.float32)}
-
-
 @pytest.mark.parametrize('model', config_lib.MODELS)
 def test_remat_conv_outputs_recomputes_and_gives_the_same_step(model):
-  plain = config_lib.Config(model=model, model_size='tiny', latent_dim=8,
-                            batch_size=2)
+  plain = _tiny_config(model)
   remat = plain.replace(remat='conv_outputs')
   states = systems.create_states(plain, jax.random.key(0))
   batch = _tiny_batch(plain)

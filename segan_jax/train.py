@@ -93,6 +93,11 @@ def train_and_evaluate(config: Config, workdir: str,
     # finished.
     stack.callback(checkpointer.close)
     stack.callback(checkpointer.wait)
+    # Watching from the start: a SIGTERM while the data loads or the step
+    # compiles is kept, and the run stops after its first step with a
+    # checkpoint instead of dying with none.
+    preemption = stack.enter_context(
+        contextlib.closing(preemption_lib.PreemptionWatcher()))
     resuming = checkpointer.latest_step() is not None
     if config.init_from and not resuming:
       # Before the data is loaded: a mistyped path answers at once.
@@ -128,8 +133,6 @@ def train_and_evaluate(config: Config, workdir: str,
         total=total_steps, initial=start_step, unit='step',
         disable=not (sys.stderr.isatty() and jax.process_index() == 0),
         dynamic_ncols=True)))
-    preemption = stack.enter_context(
-        contextlib.closing(preemption_lib.PreemptionWatcher()))
     host_batches = input_pipeline.batches(
         data, schedule, start_step, total_steps,
         augmentation=augmentation)

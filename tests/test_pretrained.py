@@ -489,7 +489,7 @@ def test_gpu_pretrain_script_is_stopped_bundles_and_scores(tmp_path):
         (data / split / kind / wav.name).symlink_to(wav)
   out = tmp_path / 'out'
   env = dict(os.environ, OUT=str(out), DEVICE_DATA=str(data),
-             PYTHON=sys.executable, TRAIN_S='25', EPOCHS='10000', BATCH='2',
+             PYTHON=sys.executable, TRAIN_S='30', EPOCHS='10000', BATCH='2',
              DTYPE='float32', VERSION='0.0-test',
              MODEL_FLAGS='--model_size=tiny --encoder_features= '
                          '--discriminator_features=')

@@ -203,6 +203,37 @@ def test_nan_policy_skip_step_drops_only_the_bad_update(tiny_config, tmp_path,
   assert int(result['states']['g'].step) == result['step'] - 1
 
 
+def test_sigterm_while_the_data_loads_stops_after_one_step_with_a_checkpoint(
+    tiny_config, tmp_path, monkeypatch):
+  # A preempted VM or a `timeout` can signal before the first step has
+  # compiled; the run must still leave a checkpoint, not die with none.
+  from segan_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
+  load = train.input_pipeline.load_train_windows
+
+  def load_then_signal(config):
+    windows = load(config)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return windows
+
+  monkeypatch.setattr(train.input_pipeline, 'load_train_windows',
+                      load_then_signal)
+  # Were the watcher late, this handler (not death) would get the signal.
+  late = []
+  handler = lambda *_: late.append(1)  # pylint: disable=unnecessary-lambda-assignment
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    result = train.train_and_evaluate(tiny_config.replace(num_epochs=3),
+                                      tmp_path)
+    restored = signal.getsignal(signal.SIGTERM)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert not late
+  assert result['preempted'] and result['step'] == 1
+  assert checkpoints.Checkpointer(str(tmp_path)).all_steps() == [1]
+  # The run hands the handler it found back.
+  assert restored is handler
+
+
 def jax_leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.leaves(tree)

@@ -149,7 +149,7 @@ class Enhancer(WindowEnhancer):
     self._apply = jax.jit(apply, in_shardings=(
         strategy.replicated, strategy.batch_sharding, strategy.batch_sharding))
     self._model = model
-    # Shapes only: what `prepare_inference` splits kernels for.
+    # Shapes only: what `prepare_inference` lays the kernels out for.
     self._example_inputs = (
         np.zeros((batch_size, self.window), np.float32),
         None if latent is None else np.zeros((batch_size,) + tuple(latent),
@@ -182,7 +182,7 @@ class Enhancer(WindowEnhancer):
   def set_params(self, params: Any) -> None:
     """Swaps in other parameters of the same model (no recompilation).
 
-    The short layers' kernels are re-laid out here once
+    Every conv kernel is laid out here once as its form reads it
     (`models.prepare_inference`), not on every batch.
     """
     self.variables = self.strategy.put_state(models.prepare_inference(

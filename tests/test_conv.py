@@ -12,7 +12,8 @@ from jax import lax
 from conv_testing import (DN, assert_same_with_grads, conv_count, inputs,  # pylint: disable=g-bad-import-order
                           lax_conv, lax_conv_transpose, primitives)
 from segan_jax.ops import conv
-from segan_jax.ops.conv import channels_first, karatsuba, stride1, taps_plan
+from segan_jax.ops.conv import (channels_first, karatsuba, prepared, stride1,
+                                taps_plan)
 from segan_jax.ops.conv.shapes import conv_transpose_same_padding
 
 DEFAULT = conv.ConvPolicy()
@@ -223,16 +224,6 @@ def test_taps_form_skips_products_of_padding(transpose):
   assert needed < 0.55 * everything
 
 
-def test_wrong_kernel_pieces_are_refused():
-  x, w = inputs(8, 16, 4, 5, 31)
-  sizes = conv.conv_transpose1d_kernel_split(x.shape, w.shape, 2)
-  assert sizes is not None and sum(sizes) == 31
-  wrong = lax.split(w, [1, 30], axis=0)
-  with pytest.raises(ValueError, match='do not split'):
-    conv.conv_transpose1d(x, w, 2, kernel_pieces=wrong)
-  assert conv.conv_transpose1d_kernel_split((8, 64, 4), w.shape, 2) is None
-
-
 def test_paper_decoder_shapes_match_lax():
   """SEGAN's first decoder layer shape class (short input, wide channels)."""
   x, w = inputs(2, 8, 96, 24, 31)
@@ -330,3 +321,55 @@ def test_installed_policy_and_unknown_forms():
     conv.conv1d(x, w, 2, (15, 15), impl='nope')
   with pytest.raises(ValueError, match='unknown'):
     conv.conv_transpose1d(x, w, 2, impl='phases')
+
+
+# A policy under which the tiny shapes below reach every form's re-layout:
+# Karatsuba two levels deep, channels-first, 'taps'.
+_EAGER_KARATSUBA = conv.ConvPolicy(backend='cpu', karatsuba_min_out_length=8,
+                                   karatsuba_min_macs=1)
+
+
+@pytest.mark.parametrize('kind, form, length, cout', [
+    ('conv1d', 'xla', 64, 8), ('conv1d', 'im2col', 8, 8),
+    ('conv1d', 'taps', 16, 8), ('conv1d', 'phases', 64, 8),
+    ('conv1d', 'phases', 64, 1), ('conv1d', 'xla_phase_grad', 64, 8),
+    ('conv_transpose1d', 'xla', 16, 8), ('conv_transpose1d', 'im2col', 16, 8),
+    ('conv_transpose1d', 'taps', 16, 8),
+    ('conv_transpose1d', 'polyphase', 64, 8),
+    ('conv_transpose1d', 'polyphase', 64, 1)])
+def test_prepared_kernel_operands_replay_every_form_exactly(kind, form, length,
+                                                            cout):
+  x, w = inputs(8, length, 6, cout, 31)
+  if kind == 'conv1d':
+    convolve = lambda x, w: conv.conv1d(x, w, 2, (14, 15), form,
+                                        _EAGER_KARATSUBA)
+  else:
+    convolve = lambda x, w: conv.conv_transpose1d(x, w, 2, form,
+                                                  _EAGER_KARATSUBA)
+  y, operands = jax.jit(lambda x, w: prepared.record(convolve, x, w))(x, w)
+  plain = jax.jit(convolve)(x, w)
+  np.testing.assert_array_equal(y, plain)
+  replayed = jax.jit(lambda x, w, ops: prepared.replay(convolve, x, w, ops))
+  np.testing.assert_array_equal(replayed(x, w, operands), plain)
+  # What is replayed is what the program reads: other operands, other output.
+  if operands:
+    changed = jax.tree.map(lambda o: 2.0 * o, operands)
+    assert not np.allclose(replayed(x, w, changed), plain)
+  else:  # A form that reads the kernel as it is stores nothing.
+    assert form == 'xla' or (form == 'xla_phase_grad')
+  # Recorded for another input length, they do not fit: None, not a wrong y.
+  other_x, _ = inputs(8, 2 * length, 6, cout, 31)
+  _, other = jax.jit(lambda x, w: prepared.record(convolve, x, w))(other_x, w)
+  if jax.tree.map(np.shape, other) != jax.tree.map(np.shape, operands):
+    assert prepared.replay(convolve, x, w, other) is None
+
+
+def test_the_forms_re_lay_the_kernel_out_in_the_karatsuba_tree():
+  """Two Karatsuba levels: 9 quarter-length kernels, from the sums of
+  halves; the stored operands are those leaves, not the kernel."""
+  x, w = inputs(8, 64, 6, 8, 31)
+  _, operands = prepared.record(
+      lambda x, w: conv.conv_transpose1d(x, w, 2, 'polyphase',
+                                         _EAGER_KARATSUBA), x, w)
+  assert [k.split('_', 1)[1] for k in operands] == ['xla'] * 9
+  assert not prepared.active()

@@ -56,13 +56,13 @@ def test_table_changes_the_form_the_policy_picks(measured):
   key, layer = next((k, l) for k, l in shapes.items()
                     if l['kind'] == policy_lib.CONV1D)
   table = ((kind, key, 'taps'),)
-  split = lambda policy: conv.conv1d_kernel_split(
+  form = lambda policy: conv.conv1d_form(
       layer['x_shape'], layer['kernel_shape'], layer['stride'],
       layer['padding'], policy=policy, dtype=layer['dtype'])
-  assert split(conv.ConvPolicy(forms_table=())) is None
-  assert split(conv.ConvPolicy(forms_table=table)) is not None
+  assert form(conv.ConvPolicy(forms_table=())) != 'taps'
+  assert form(conv.ConvPolicy(forms_table=table)) == 'taps'
   # Another device kind's rows, or another layer's, leave the rule.
-  assert split(conv.ConvPolicy(forms_table=(('other', key, 'taps'),))) is None
+  assert form(conv.ConvPolicy(forms_table=(('other', key, 'taps'),))) != 'taps'
   # The measured table is hashable policy state, as custom_vjp needs.
   policy = conv.ConvPolicy(
       forms_table=policy_lib.load_forms_table(str(path)))

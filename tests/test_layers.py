@@ -12,47 +12,62 @@ from segan_jax.models import layers
 from segan_jax.ops import conv
 
 
-def test_prepared_kernel_pieces_give_the_same_output_without_the_split():
-  """prepare_inference stores the short layers' kernel splits; applying G
-  with them gives the same output, and its program no longer copies them."""
+@pytest.mark.parametrize('policy', [
+    conv.ConvPolicy(backend='cpu'),
+    # Karatsuba two levels deep on these short layers as well.
+    conv.ConvPolicy(backend='cpu', karatsuba_min_out_length=8,
+                    karatsuba_min_macs=1)], ids=['cpu', 'karatsuba'])
+def test_prepared_kernel_operands_give_the_same_output_without_re_layouts(
+    policy):
+  """prepare_inference stores each layer's kernel as its forms read it;
+  applying G with them gives the same output, and its program no longer
+  computes them."""
   gen = models.Generator(encoder_features=(4, 8, 8, 16), kernel_size=31)
-  noisy = jax.random.normal(jax.random.key(1), (8, 256))
-  z = jax.random.normal(jax.random.key(2), (8, 16, 16))
-  initialized = gen.init(jax.random.key(0), noisy, z)
-  assert list(initialized) == ['params']  # no pieces made at init
-  params = initialized['params']
-  variables = layers.prepare_inference(gen, params, noisy, z)
-  prepared = variables[layers.PREPARED]
-  # 16 and 32 input samples: the 'taps' form (enc_3's 16 outputs x batch 8
-  # also reach the policy's taps_min_rows); the longer layers use their kernels whole.
-  assert sorted(prepared) == ['dec_0', 'dec_1', 'enc_3']
-  pieces = prepared['dec_0']['kernel_pieces']
-  np.testing.assert_array_equal(np.concatenate(pieces),
-                                params['dec_0']['kernel'])
-  assert len(pieces) > 1
-  apply = jax.jit(gen.apply)
-  np.testing.assert_array_equal(apply(variables, noisy, z),
-                                apply({'params': params}, noisy, z))
-  # The split is gone from the prepared program: nothing computes arrays
-  # shaped like the pieces (the plain program slices them out of the kernel).
-  def computed_pieces(v):
-    hlo = apply.lower(v, noisy, z).compile().as_text()
-    return [line for line in hlo.splitlines()
-            if any(f'= f32[{",".join(map(str, p.shape))}]' in line
-                   for p in pieces) and 'parameter(' not in line]
-  assert computed_pieces({'params': params})
-  assert not computed_pieces(variables)
-  # Other parameters (Enhancer.set_params per checkpoint): no recompile.
-  compiled = layers._prepared_pieces._cache_size()
-  shifted = jax.tree.map(lambda p: p + 1.0, params)
-  again = layers.prepare_inference(gen, shifted, noisy, z)[layers.PREPARED]
-  assert layers._prepared_pieces._cache_size() == compiled
-  np.testing.assert_array_equal(again['dec_0']['kernel_pieces'][0],
-                                pieces[0] + 1.0)
-  # Another batch size may split differently or not at all: still correct.
-  small = noisy[:1], z[:1]
-  np.testing.assert_allclose(apply(variables, *small),
-                             apply({'params': params}, *small), atol=1e-6)
+  # Batch 9: no activation is shaped like a kernel operand (the check of
+  # the program below goes by shapes).
+  noisy = jax.random.normal(jax.random.key(1), (9, 256))
+  z = jax.random.normal(jax.random.key(2), (9, 16, 16))
+  with conv.use_policy(policy):
+    initialized = gen.init(jax.random.key(0), noisy, z)
+    assert list(initialized) == ['params']  # nothing prepared at init
+    params = initialized['params']
+    variables = layers.prepare_inference(gen, params, noisy, z)
+    prepared = variables[layers.PREPARED]
+    operands = {f'{layer}/{key}': value for layer, stored in prepared.items()
+                for key, value in stored['kernel_operands'].items()}
+    forms = {key.split('/')[1].split('_', 1)[1] for key in operands}
+    # 16 and 32 input samples: 'taps' (enc_3's 16 outputs x batch 9 also
+    # reach the policy's taps_min_rows); the last layer's 2 phases:
+    # channels-first; the longer layers: phase kernels for XLA's conv.
+    assert {'taps', 'channels_first', 'xla'} <= forms
+    taps = prepared['dec_0']['kernel_operands']
+    assert len(taps) > 1 and sum(p.shape[0] for p in taps.values()) <= 31
+    apply = jax.jit(gen.apply)
+    np.testing.assert_array_equal(apply(variables, noisy, z),
+                                  apply({'params': params}, noisy, z))
+
+    # The re-layouts are gone from the prepared program: nothing computes
+    # arrays shaped like the stored operands (the plain program does).
+    def computed_operands(v):
+      hlo = apply.lower(v, noisy, z).compile().as_text()
+      return [line for line in hlo.splitlines()
+              if any(f'= f32[{",".join(map(str, p.shape))}]' in line
+                     for p in operands.values())
+              and 'parameter(' not in line]
+    assert computed_operands({'params': params})
+    assert not computed_operands(variables)
+    # Other parameters (Enhancer.set_params per checkpoint): no recompile.
+    compiled = layers._prepared_operands._cache_size()
+    shifted = jax.tree.map(lambda p: p + 1.0, params)
+    again = layers.prepare_inference(gen, shifted, noisy, z)[layers.PREPARED]
+    assert layers._prepared_operands._cache_size() == compiled
+    np.testing.assert_array_equal(
+        list(again['dec_0']['kernel_operands'].values())[0],
+        list(taps.values())[0] + 1.0)
+    # Another batch size may pick other forms: still correct.
+    small = noisy[:1], z[:1]
+    np.testing.assert_allclose(apply(variables, *small),
+                               apply({'params': params}, *small), atol=1e-6)
 
 
 @pytest.mark.parametrize('length', [8, 64])

@@ -8,7 +8,7 @@ backend) is `segan_jax.ops.conv`'s business.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,6 +17,7 @@ from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 from segan_jax.ops import conv
+from segan_jax.ops.conv import prepared
 
 Dtype = Any
 
@@ -53,10 +54,10 @@ CONV_OUTPUT = 'conv_output'
 class _StridedConv(nn.Module):
   """Kernel ``[kernel_size, Cin, features]`` and optional bias around a conv.
 
-  Where the conv splits its kernel by taps (the 'taps' form of the short
-  layers), the split is a copy of the kernel on every call. Applied with the
-  PREPARED collection mutable, the layer stores that split there; applied
-  with it given, it uses the stored pieces instead (`prepare_inference`).
+  Most conv forms re-lay the kernel out on every call (`ops.conv.prepared`).
+  Applied with the PREPARED collection mutable, the layer stores those
+  re-laid-out kernels there; applied with it given, it reads them instead
+  (`prepare_inference`).
   """
 
   features: int
@@ -71,12 +72,7 @@ class _StridedConv(nn.Module):
   policy: conv.ConvPolicy | None = None
   kernel_init: Any = default_kernel_init
 
-  def kernel_split(self, x_shape: Sequence[int],
-                   kernel_shape: Sequence[int]) -> tuple[int, ...] | None:
-    raise NotImplementedError
-
-  def convolve(self, x: jax.Array, kernel: jax.Array,
-               kernel_pieces: Sequence[jax.Array] | None) -> jax.Array:
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
     raise NotImplementedError
 
   @nn.compact
@@ -84,21 +80,19 @@ class _StridedConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init,
                         (self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)
-    kernel_pieces = None
-    sizes = self.kernel_split(x.shape, kernel.shape)
-    if sizes is not None:
-      if self.has_variable(PREPARED, 'kernel_pieces'):
-        stored = self.get_variable(PREPARED, 'kernel_pieces')
-        # Prepared for other shapes (another batch size may choose another
-        # split): compute the split here as usual.
-        if tuple(p.shape[0] for p in stored) == sizes:
-          kernel_pieces = [p.astype(self.dtype) for p in stored]
-      elif (self.is_mutable_collection(PREPARED) and
-            not self.is_initializing()):  # init: parameters only
-        self.put_variable(PREPARED, 'kernel_pieces',
-                          tuple(lax.split(kernel, sizes, axis=0)))
-    y = self.convolve(x.astype(self.dtype), kernel.astype(self.dtype),
-                      kernel_pieces)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    y = None
+    if self.has_variable(PREPARED, 'kernel_operands'):
+      # None when prepared for other shapes (another batch size may pick
+      # other forms): then computed as usual.
+      y = prepared.replay(self.convolve, x, kernel,
+                          self.get_variable(PREPARED, 'kernel_operands'))
+    elif (self.is_mutable_collection(PREPARED) and
+          not self.is_initializing()):  # init: parameters only
+      y, operands = prepared.record(self.convolve, x, kernel)
+      self.put_variable(PREPARED, 'kernel_operands', operands)
+    if y is None:
+      y = self.convolve(x, kernel)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)
@@ -109,16 +103,10 @@ class _StridedConv(nn.Module):
 class Conv1D(_StridedConv):
   """Strided 1-D convolution with 'same' padding (length L -> L / stride)."""
 
-  def kernel_split(self, x_shape, kernel_shape):
-    return conv.conv1d_kernel_split(
-        x_shape, kernel_shape, self.stride,
-        same_padding(self.kernel_size, self.stride), self.impl, self.policy,
-        self.dtype)
-
-  def convolve(self, x, kernel, kernel_pieces):
+  def convolve(self, x, kernel):
     return conv.conv1d(x, kernel, self.stride,
                        same_padding(self.kernel_size, self.stride), self.impl,
-                       kernel_pieces, self.policy)
+                       self.policy)
 
 
 class ConvTranspose1D(_StridedConv):
@@ -129,40 +117,39 @@ class ConvTranspose1D(_StridedConv):
   conv policy picks (`segan_jax.ops.conv.conv_transpose1d`).
   """
 
-  def kernel_split(self, x_shape, kernel_shape):
-    return conv.conv_transpose1d_kernel_split(x_shape, kernel_shape,
-                                              self.stride, self.impl,
-                                              self.policy, self.dtype)
-
-  def convolve(self, x, kernel, kernel_pieces):
+  def convolve(self, x, kernel):
     return conv.conv_transpose1d(x, kernel, self.stride, self.impl,
-                                 kernel_pieces, self.policy)
+                                 self.policy)
 
 
 def prepare_inference(model: nn.Module, params: Any, *example_args: Any,
                       **example_kwargs: Any) -> dict[str, Any]:
   """Variables for applying ``model`` without re-laying kernels out per call.
 
-  Returns ``{'params': params, PREPARED: ...}``: the kernel splits of the
-  layers that split their kernels (the short 'taps' layers: one extra copy
-  of those kernels), for inputs shaped like ``example_args`` (values
+  Returns ``{'params': params, PREPARED: ...}``: each conv layer's kernel
+  as its forms read it (phase and polyphase kernels, Karatsuba's half
+  kernels and their sums, channels-first matrices, 'taps' pieces:
+  `ops.conv.prepared`), for inputs shaped like ``example_args`` (values
   unused). ``model.apply`` on them gives the same outputs as on
-  ``{'params': params}`` (float-exact: the same products), without copying
-  the kernels into pieces on every call; for other shapes the layers
-  fall back to splitting per call. For inference: gradients do not flow
-  into the pieces. Compiles only the splits (XLA drops the unused forward).
+  ``{'params': params}`` (float-exact: the same products), without those
+  passes over the kernels on every call; for other shapes the layers fall
+  back to computing them per call. For inference: gradients do not flow
+  into them. Compiles only the re-layouts (XLA drops the unused forward).
   """
   return {'params': params,
-          PREPARED: _prepared_pieces(model, params, example_args,
-                                     example_kwargs)}
+          PREPARED: _prepared_operands(model, conv.current_policy(), params,
+                                       example_args, example_kwargs)}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _prepared_pieces(model, params, args, kwargs):
-  """The PREPARED collection after one apply (compiled once per model and
-  input shapes: `Enhancer.set_params` calls it per checkpoint)."""
-  _, state = model.apply({'params': params}, *args, mutable=[PREPARED],
-                         **kwargs)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _prepared_operands(model, policy, params, args, kwargs):
+  """The PREPARED collection after one apply (compiled once per model, conv
+  policy and input shapes: `Enhancer.set_params` calls it per checkpoint).
+  The policy is a static argument: operands recorded under one policy fit
+  only programs traced under it."""
+  with conv.use_policy(policy):
+    _, state = model.apply({'params': params}, *args, mutable=[PREPARED],
+                           **kwargs)
   return state.get(PREPARED, {})
 
 

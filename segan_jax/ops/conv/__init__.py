@@ -6,13 +6,14 @@ form computes each call is `ConvPolicy`'s choice (policy.py), by layer
 shape and backend. One file per form: xla.py, im2col.py, taps.py (planned
 by taps_plan.py), phases.py (strided convs), polyphase.py (transposed
 convs), and under the last two stride1.py with karatsuba.py and
-channels_first.py.
+channels_first.py. prepared.py makes the kernels' re-layouts once for
+inference.
 """
 
 from segan_jax.ops.conv.dispatch import (CONV1D_FORMS, CONV_TRANSPOSE1D_FORMS,
-                                         conv1d, conv1d_kernel_split,
+                                         conv1d, conv1d_form,
                                          conv_transpose1d,
-                                         conv_transpose1d_kernel_split)
+                                         conv_transpose1d_form)
 from segan_jax.ops.conv.policy import (ConvPolicy, current_policy,
                                        load_forms_table, policy_with_table,
                                        use_policy)

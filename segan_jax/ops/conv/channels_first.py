@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from segan_jax.ops.conv.prepared import kernel_operand
 from segan_jax.ops.conv.shapes import conv_out_length
 
 
@@ -26,7 +27,8 @@ def channels_first_conv(x: jax.Array, kernel: jax.Array,
   kernel_size, _, cout = kernel.shape
   out_length = conv_out_length(length, kernel_size, 1, padding)
   z = lax.dot_general(
-      x, kernel.transpose(1, 0, 2).reshape(cin, kernel_size * cout),
+      x, kernel_operand('channels_first', kernel.transpose(1, 0, 2).reshape(
+          cin, kernel_size * cout)),
       (((2,), (0,)), ((), ())))
   z = lax.pad(z.reshape(batch, length, kernel_size, cout),
               jnp.zeros((), z.dtype),

@@ -18,7 +18,6 @@ from segan_jax.ops.conv.shapes import (conv_out_length,
                                        conv_transpose_same_padding)
 from segan_jax.ops.conv.stride1 import stride1_conv
 from segan_jax.ops.conv.taps import grouped_taps
-from segan_jax.ops.conv.taps_plan import kernel_split
 from segan_jax.ops.conv.xla import xla_conv, xla_conv_transpose
 
 
@@ -52,15 +51,12 @@ def _conv_transpose1d_form(x_shape: Sequence[int],
 
 def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
            padding: tuple[int, int], impl: str = 'auto',
-           kernel_pieces: Sequence[jax.Array] | None = None,
            policy: ConvPolicy | None = None) -> jax.Array:
   """``lax.conv_general_dilated`` on NWC/WIO, by one of `CONV1D_FORMS`.
 
   ``impl``: a form, or 'auto' for the one ``policy`` picks for this shape
   (`ConvPolicy.conv1d_form`). ``policy``: None for `current_policy()`; it
-  also tunes the forms (Karatsuba, 'taps' groups). ``kernel_pieces``: the
-  'taps' form's split of the kernel, made once outside (sizes from
-  `conv1d_kernel_split`); other forms ignore it.
+  also tunes the forms (Karatsuba, 'taps' groups).
   """
   policy = current_policy() if policy is None else policy
   kernel_size = kernel.shape[0]
@@ -71,8 +67,7 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
     return xla_conv(x, kernel, stride, padding)
   if impl == 'taps':
     return grouped_taps(x, kernel, stride, padding[0], out_length,
-                        transpose=False, max_groups=policy.tap_groups,
-                        kernel_pieces=kernel_pieces)
+                        transpose=False, max_groups=policy.tap_groups)
   if impl in ('phases', 'xla_phase_grad'):
     return phase_grad_conv(x, kernel, stride, tuple(padding), policy,
                            impl == 'xla_phase_grad')
@@ -81,7 +76,6 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int,
 
 def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
                      impl: str = 'auto',
-                     kernel_pieces: Sequence[jax.Array] | None = None,
                      policy: ConvPolicy | None = None) -> jax.Array:
   """``lax.conv_transpose(x, kernel, (stride,), 'SAME', ('NWC','WIO','NWC'))``
   by one of `CONV_TRANSPOSE1D_FORMS`.
@@ -89,9 +83,9 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   'polyphase' and 'im2col' run one stride-1 conv over the undilated input
   whose ``stride * Cout`` output channels hold the phases (`polyphase`), by
   `stride1_conv` or as a matmul; they re-lay the kernel out on every call
-  (cheap for the long layers' small kernels). 'taps' (`grouped_taps`) reads
-  the kernel as stored. ``impl``, ``policy`` and ``kernel_pieces`` as in
-  `conv1d` (sizes from `conv_transpose1d_kernel_split`).
+  (`prepared.kernel_operand` makes that once for inference). 'taps'
+  (`grouped_taps`) reads the kernel as stored. ``impl`` and ``policy`` as in
+  `conv1d`.
   """
   policy = current_policy() if policy is None else policy
   impl = _conv_transpose1d_form(x.shape, kernel.shape, stride, x.dtype, impl,
@@ -102,8 +96,7 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
     return grouped_taps(
         x, kernel, stride,
         conv_transpose_same_padding(kernel.shape[0], stride),
-        stride * x.shape[1], transpose=True, max_groups=policy.tap_groups,
-        kernel_pieces=kernel_pieces)
+        stride * x.shape[1], transpose=True, max_groups=policy.tap_groups)
   d_min, phase_kernel = polyphase_kernel(kernel, stride)
   padding = polyphase_padding(d_min, phase_kernel.shape[0])
   if impl == 'polyphase':
@@ -113,33 +106,22 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int,
   return interleave_phases(y, stride)
 
 
-def conv1d_kernel_split(x_shape: Sequence[int], kernel_shape: Sequence[int],
-                        stride: int, padding: tuple[int, int],
-                        impl: str = 'auto', policy: ConvPolicy | None = None,
-                        dtype='float32') -> tuple[int, ...] | None:
-  """Taps per piece of the kernel split `conv1d` makes on this shape (its
-  'taps' form) of ``dtype``, or None when it uses the kernel whole."""
+def conv1d_form(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                stride: int, padding: tuple[int, int], impl: str = 'auto',
+                policy: ConvPolicy | None = None, dtype='float32') -> str:
+  """The form `conv1d` computes this shape of ``dtype`` by."""
   policy = current_policy() if policy is None else policy
   out_length = conv_out_length(x_shape[1], kernel_shape[0], stride, padding)
-  if _conv1d_form(x_shape, kernel_shape, out_length, stride, padding, dtype,
-                  impl, policy) != 'taps':
-    return None
-  return kernel_split(kernel_shape[0], stride, x_shape[1], padding[0],
-                      out_length, False, policy.tap_groups)
+  return _conv1d_form(x_shape, kernel_shape, out_length, stride, padding,
+                      dtype, impl, policy)
 
 
-def conv_transpose1d_kernel_split(x_shape: Sequence[int],
-                                  kernel_shape: Sequence[int], stride: int,
-                                  impl: str = 'auto',
-                                  policy: ConvPolicy | None = None,
-                                  dtype='float32'
-                                  ) -> tuple[int, ...] | None:
-  """As `conv1d_kernel_split`, for `conv_transpose1d`."""
+def conv_transpose1d_form(x_shape: Sequence[int],
+                          kernel_shape: Sequence[int], stride: int,
+                          impl: str = 'auto',
+                          policy: ConvPolicy | None = None,
+                          dtype='float32') -> str:
+  """The form `conv_transpose1d` computes this shape of ``dtype`` by."""
   policy = current_policy() if policy is None else policy
-  if _conv_transpose1d_form(x_shape, kernel_shape, stride, dtype, impl,
-                            policy) != 'taps':
-    return None
-  kernel_size = kernel_shape[0]
-  return kernel_split(kernel_size, stride, x_shape[1],
-                      conv_transpose_same_padding(kernel_size, stride),
-                      stride * x_shape[1], True, policy.tap_groups)
+  return _conv_transpose1d_form(x_shape, kernel_shape, stride, dtype, impl,
+                                policy)

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from segan_jax.ops.conv.prepared import kernel_operand
+
 
 def im2col(x: jax.Array, kernel_size: int, stride: int,
            padding: tuple[int, int], out_length: int) -> jax.Array:
@@ -30,5 +32,5 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int,
   """``[B*Lout, K*Cin] @ [K*Cin, Cout]``: the conv of ``out_length`` samples."""
   patches = im2col(x, kernel.shape[0], stride, padding, out_length)
   return lax.dot_general(
-      patches, kernel.reshape(-1, kernel.shape[-1]),
+      patches, kernel_operand('im2col', kernel.reshape(-1, kernel.shape[-1])),
       (((2,), (0,)), ((), ())))

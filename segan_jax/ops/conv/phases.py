@@ -7,12 +7,11 @@ phases is a stride-1 conv, whose gradients are stride-1 convs too.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from segan_jax.ops.conv import prepared
 from segan_jax.ops.conv.policy import ConvPolicy
 from segan_jax.ops.conv.shapes import conv_out_length
 from segan_jax.ops.conv.stride1 import stride1_conv
@@ -45,7 +44,6 @@ def phase_conv(x: jax.Array, kernel: jax.Array, stride: int,
                       policy)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def phase_grad_conv(x: jax.Array, kernel: jax.Array, stride: int,
                     padding: tuple[int, int], policy: ConvPolicy,
                     xla_forward: bool) -> jax.Array:
@@ -58,6 +56,12 @@ def phase_grad_conv(x: jax.Array, kernel: jax.Array, stride: int,
   'xla_phase_grad' form), else `phase_conv` (the 'phases' form, whose
   Karatsuba stride-1 convs do fewer multiplies).
   """
+  if prepared.active():  # Inference with prepared kernels: no gradient.
+    return _conv_alone(x, kernel, stride, padding, policy, xla_forward)
+  return _phase_grad_conv(x, kernel, stride, padding, policy, xla_forward)
+
+
+def _conv_alone(x, kernel, stride, padding, policy, xla_forward):
   if xla_forward:
     return xla_conv(x, kernel, stride, padding)
   return phase_conv(x, kernel, stride, padding, policy)
@@ -78,4 +82,5 @@ def _phase_grad_conv_bwd(stride, padding, policy, xla_forward, residuals,
   return vjp(cotangent)
 
 
-phase_grad_conv.defvjp(_phase_grad_conv_fwd, _phase_grad_conv_bwd)
+_phase_grad_conv = jax.custom_vjp(_conv_alone, nondiff_argnums=(2, 3, 4, 5))
+_phase_grad_conv.defvjp(_phase_grad_conv_fwd, _phase_grad_conv_bwd)

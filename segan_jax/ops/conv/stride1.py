@@ -7,22 +7,26 @@ whose forward and gradient together are fastest (``custom_vjp``).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
+from segan_jax.ops.conv import prepared
 from segan_jax.ops.conv.channels_first import channels_first_conv
 from segan_jax.ops.conv.karatsuba import karatsuba_or_xla_conv
 from segan_jax.ops.conv.policy import ConvPolicy
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def stride1_conv(x: jax.Array, kernel: jax.Array, padding: tuple[int, int],
                  policy: ConvPolicy) -> jax.Array:
   """A stride-1 conv: alone, `channels_first_conv` for few output channels,
   else Karatsuba ``policy.karatsuba_levels`` deep; differentiated,
   ``policy.karatsuba_train_levels`` deep."""
+  if prepared.active():  # Inference with prepared kernels: no gradient.
+    return _conv_alone(x, kernel, padding, policy)
+  return _stride1_conv(x, kernel, padding, policy)
+
+
+def _conv_alone(x, kernel, padding, policy):
   if (kernel.shape[-1] <= policy.channels_first_max_features and
       kernel.shape[0] > 1 and x.dtype == jnp.float32):
     return channels_first_conv(x, kernel, padding)
@@ -46,4 +50,5 @@ def _stride1_conv_bwd(padding, policy, residuals, cotangent):
   return vjp(cotangent)
 
 
-stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)
+_stride1_conv = jax.custom_vjp(_conv_alone, nondiff_argnums=(2, 3))
+_stride1_conv.defvjp(_stride1_conv_fwd, _stride1_conv_bwd)

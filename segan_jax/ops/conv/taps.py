@@ -7,19 +7,17 @@ few batched matmuls and adds them where they land.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from segan_jax.ops.conv.prepared import kernel_operand
 from segan_jax.ops.conv.taps_plan import kernel_split, tap_groups
 
 
 def grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
-                 out_length: int, transpose: bool, max_groups: int,
-                 kernel_pieces: Sequence[jax.Array] | None = None
+                 out_length: int, transpose: bool, max_groups: int
                  ) -> jax.Array:
   """Strided conv (offset = left padding) or 'SAME' transposed conv (offset
   = its padding) of ``out_length`` samples, as per-tap products.
@@ -32,9 +30,8 @@ def grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
   same forms transposed.
 
   The kernel's split into the groups' taps is a copy of the whole kernel in
-  XLA. ``kernel_pieces``, that split made once outside (sizes from
-  `kernel_split`; `segan_jax.models.prepare_inference`), saves it on every
-  call.
+  XLA; `segan_jax.models.prepare_inference` makes it once
+  (`prepared.kernel_operand`).
   """
   batch, length, cin = x.shape
   kernel_size, _, features = kernel.shape
@@ -57,14 +54,8 @@ def grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
   # give a zero-padded copy of the whole kernel per group, summed.
   sizes = kernel_split(kernel_size, stride, length, offset, out_length,
                        transpose, max_groups)
-  if kernel_pieces is None:
-    kernel_pieces = lax.split(kernel, sizes, axis=0)
-  elif tuple(p.shape for p in kernel_pieces) != tuple(
-      (n,) + kernel.shape[1:] for n in sizes):
-    raise ValueError(
-        f'kernel pieces of shapes {[p.shape for p in kernel_pieces]} do not '
-        f'split a {kernel.shape} kernel into {sizes} taps')
-  pieces = dict(zip(np.cumsum((0,) + sizes[:-1]).tolist(), kernel_pieces))
+  pieces = dict(zip(np.cumsum((0,) + sizes[:-1]).tolist(),
+                    lax.split(kernel, sizes, axis=0)))
   step = 1 if transpose else stride
   products, landing = [], []
   for first, end, n, starts in groups:
@@ -81,7 +72,8 @@ def grouped_taps(x: jax.Array, kernel: jax.Array, stride: int, offset: int,
                                    0))
       landing.append(landing_k)
     rows = jnp.stack(rows).reshape(end - first, n * batch, cin)
-    group_products = lax.dot_general(rows, pieces[first],
+    group_products = lax.dot_general(rows,
+                                     kernel_operand('taps', pieces[first]),
                                      (((2,), (1,)), ((0,), (0,))))
     products.append(group_products.reshape((end - first) * n,
                                            batch * features))

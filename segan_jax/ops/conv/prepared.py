@@ -1,0 +1,137 @@
+"""Kernel operands made once for inference instead of on every call.
+
+Most forms re-lay the kernel out before their products read it: the phase
+and polyphase kernels, Karatsuba's half kernels and their sums, the
+channels-first matrix, the 'taps' pieces. In training that is part of the
+step (the gradient flows back through it); applied with fixed parameters it
+is the same work on every batch, a pass or more over every kernel.
+
+Each form hands the kernel operand its products read to `kernel_operand`.
+Outside `recording` and `replaying` that is the operand itself. Under
+`recording` the operands of one conv are collected; under `replaying` the
+collected ones come back in their place, so the program computes none of
+the re-layouts (XLA removes the code that made them, now unused).
+`segan_jax.models.prepare_inference` records them per layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
+
+import jax
+
+_hook: contextvars.ContextVar[Callable[[str, jax.Array], jax.Array] | None] = (
+    contextvars.ContextVar('segan_jax_kernel_operand_hook', default=None))
+
+
+class _Recorder:
+  """Collects ``(tag, operand)`` in call order; the layer's own kernel is
+  noted, not copied."""
+
+  def __init__(self, kernel: jax.Array):
+    self.kernel = kernel
+    self.entries: list[tuple[str, jax.Array | None]] = []
+
+  def __call__(self, tag: str, operand: jax.Array) -> jax.Array:
+    self.entries.append((tag, None if operand is self.kernel else operand))
+    return operand
+
+
+class _Replayer:
+  """Hands the stored operands back in call order."""
+
+  def __init__(self, kernel: jax.Array, operands: dict[str, jax.Array],
+               signature: list[tuple[str, bool]]):
+    self.kernel = kernel
+    self.operands = operands
+    self.signature = signature
+    self.calls = 0
+
+  def __call__(self, tag: str, operand: jax.Array) -> jax.Array:
+    index = self.calls
+    self.calls += 1
+    if self.signature[index][1]:
+      return self.kernel
+    return self.operands[_key(index, tag)]
+
+
+def _key(index: int, tag: str) -> str:
+  return f'{index:02d}_{tag}'
+
+
+def kernel_operand(tag: str, operand: jax.Array) -> jax.Array:
+  """The operand a form's products read, derived from the layer's kernel
+  alone; under `replaying`, the one recorded for this call. ``tag`` names
+  the form (it keys the stored operand)."""
+  hook = _hook.get()
+  return operand if hook is None else hook(tag, operand)
+
+
+def active() -> bool:
+  """Whether kernel operands are being recorded or replayed: inference
+  only, where the forms skip their custom gradients (a ``custom_vjp`` traces
+  its function apart, and operands made or read there would leave that
+  trace)."""
+  return _hook.get() is not None
+
+
+@contextlib.contextmanager
+def _hooked(hook) -> Iterator[None]:
+  token = _hook.set(hook)
+  try:
+    yield
+  finally:
+    _hook.reset(token)
+
+
+def record(convolve: Callable[[jax.Array, jax.Array], jax.Array],
+           x: jax.Array, kernel: jax.Array
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``(convolve(x, kernel), its kernel operands)``, keyed by call order
+  and form (the layer's kernel itself, when a form reads it as it is, is
+  left out)."""
+  recorder = _Recorder(kernel)
+  with _hooked(recorder):
+    y = convolve(x, kernel)
+  return y, {_key(i, tag): operand
+             for i, (tag, operand) in enumerate(recorder.entries)
+             if operand is not None}
+
+
+def replay(convolve: Callable[[jax.Array, jax.Array], jax.Array],
+           x: jax.Array, kernel: jax.Array,
+           operands: dict[str, Any]) -> jax.Array | None:
+  """``convolve(x, kernel)`` reading ``operands`` (from `record`) in place
+  of the re-laid-out kernels, or None when they were recorded for another
+  computation (another input shape may pick other forms): the caller then
+  computes the conv as usual.
+
+  Whether they fit is decided on shapes alone, by tracing ``convolve``
+  abstractly under `record` once more (no FLOPs).
+  """
+  expected: list[tuple[str, bool]] = []
+  shapes: dict[str, Any] = {}
+
+  def signature(x, kernel):
+    recorder = _Recorder(kernel)
+    with _hooked(recorder):
+      convolve(x, kernel)
+    for i, (tag, operand) in enumerate(recorder.entries):
+      expected.append((tag, operand is None))
+      if operand is not None:
+        shapes[_key(i, tag)] = jax.ShapeDtypeStruct(operand.shape,
+                                                    operand.dtype)
+
+  jax.eval_shape(signature, x, kernel)
+  stored = {key: jax.ShapeDtypeStruct(value.shape, value.dtype)
+            for key, value in operands.items()}
+  if stored != shapes:
+    return None
+  replayer = _Replayer(kernel, dict(operands), expected)
+  with _hooked(replayer):
+    y = convolve(x, kernel)
+  if replayer.calls != len(expected):
+    return None
+  return y

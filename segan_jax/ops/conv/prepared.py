@@ -7,11 +7,11 @@ step (the gradient flows back through it); applied with fixed parameters it
 is the same work on every batch, a pass or more over every kernel.
 
 Each form hands the kernel operand its products read to `kernel_operand`.
-Outside `recording` and `replaying` that is the operand itself. Under
-`recording` the operands of one conv are collected; under `replaying` the
-collected ones come back in their place, so the program computes none of
-the re-layouts (XLA removes the code that made them, now unused).
-`segan_jax.models.prepare_inference` records them per layer.
+Outside `record` and `replay` that is the operand itself. `record` collects
+the operands of one conv; `replay` hands the collected ones back in their
+place, so the program computes none of the re-layouts (XLA removes the code
+that made them, now unused). `segan_jax.models.prepare_inference` records
+them per layer.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _key(index: int, tag: str) -> str:
 
 def kernel_operand(tag: str, operand: jax.Array) -> jax.Array:
   """The operand a form's products read, derived from the layer's kernel
-  alone; under `replaying`, the one recorded for this call. ``tag`` names
+  alone; under `replay`, the one recorded for this call. ``tag`` names
   the form (it keys the stored operand)."""
   hook = _hook.get()
   return operand if hook is None else hook(tag, operand)
@@ -109,7 +109,8 @@ def replay(convolve: Callable[[jax.Array, jax.Array], jax.Array],
   computes the conv as usual.
 
   Whether they fit is decided on shapes alone, by tracing ``convolve``
-  abstractly under `record` once more (no FLOPs).
+  abstractly under `record` once more (no FLOPs): the forms, and so the
+  order of their operands, are a function of the shapes and the policy.
   """
   expected: list[tuple[str, bool]] = []
   shapes: dict[str, Any] = {}
@@ -129,9 +130,5 @@ def replay(convolve: Callable[[jax.Array, jax.Array], jax.Array],
             for key, value in operands.items()}
   if stored != shapes:
     return None
-  replayer = _Replayer(kernel, dict(operands), expected)
-  with _hooked(replayer):
-    y = convolve(x, kernel)
-  if replayer.calls != len(expected):
-    return None
-  return y
+  with _hooked(_Replayer(kernel, dict(operands), expected)):
+    return convolve(x, kernel)

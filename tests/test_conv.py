@@ -356,7 +356,7 @@ def test_prepared_kernel_operands_replay_every_form_exactly(kind, form, length,
     changed = jax.tree.map(lambda o: 2.0 * o, operands)
     assert not np.allclose(replayed(x, w, changed), plain)
   else:  # A form that reads the kernel as it is stores nothing.
-    assert form == 'xla' or (form == 'xla_phase_grad')
+    assert form in ('xla', 'xla_phase_grad')
   # Recorded for another input length, they do not fit: None, not a wrong y.
   other_x, _ = inputs(8, 2 * length, 6, cout, 31)
   _, other = jax.jit(lambda x, w: prepared.record(convolve, x, w))(other_x, w)

@@ -12,8 +12,7 @@ inference.
 
 from segan_jax.ops.conv.dispatch import (CONV1D_FORMS, CONV_TRANSPOSE1D_FORMS,
                                          conv1d, conv1d_form,
-                                         conv_transpose1d,
-                                         conv_transpose1d_form)
+                                         conv_transpose1d)
 from segan_jax.ops.conv.policy import (ConvPolicy, current_policy,
                                        load_forms_table, policy_with_table,
                                        use_policy)

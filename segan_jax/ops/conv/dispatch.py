@@ -115,13 +115,3 @@ def conv1d_form(x_shape: Sequence[int], kernel_shape: Sequence[int],
   return _conv1d_form(x_shape, kernel_shape, out_length, stride, padding,
                       dtype, impl, policy)
 
-
-def conv_transpose1d_form(x_shape: Sequence[int],
-                          kernel_shape: Sequence[int], stride: int,
-                          impl: str = 'auto',
-                          policy: ConvPolicy | None = None,
-                          dtype='float32') -> str:
-  """The form `conv_transpose1d` computes this shape of ``dtype`` by."""
-  policy = current_policy() if policy is None else policy
-  return _conv_transpose1d_form(x_shape, kernel_shape, stride, dtype, impl,
-                                policy)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -37,24 +38,6 @@ class _Recorder:
   def __call__(self, tag: str, operand: jax.Array) -> jax.Array:
     self.entries.append((tag, None if operand is self.kernel else operand))
     return operand
-
-
-class _Replayer:
-  """Hands the stored operands back in call order."""
-
-  def __init__(self, kernel: jax.Array, operands: dict[str, jax.Array],
-               signature: list[tuple[str, bool]]):
-    self.kernel = kernel
-    self.operands = operands
-    self.signature = signature
-    self.calls = 0
-
-  def __call__(self, tag: str, operand: jax.Array) -> jax.Array:
-    index = self.calls
-    self.calls += 1
-    if self.signature[index][1]:
-      return self.kernel
-    return self.operands[_key(index, tag)]
 
 
 def _key(index: int, tag: str) -> str:
@@ -108,27 +91,22 @@ def replay(convolve: Callable[[jax.Array, jax.Array], jax.Array],
   computation (another input shape may pick other forms): the caller then
   computes the conv as usual.
 
-  Whether they fit is decided on shapes alone, by tracing ``convolve``
-  abstractly under `record` once more (no FLOPs): the forms, and so the
-  order of their operands, are a function of the shapes and the policy.
+  Whether they fit is decided on shapes alone, by tracing `record`
+  abstractly once more (no FLOPs): the forms, and so the order of their
+  operands, are a function of the shapes and the policy. A call whose key
+  is not stored read the layer's kernel itself.
   """
-  expected: list[tuple[str, bool]] = []
-  shapes: dict[str, Any] = {}
-
-  def signature(x, kernel):
-    recorder = _Recorder(kernel)
-    with _hooked(recorder):
-      convolve(x, kernel)
-    for i, (tag, operand) in enumerate(recorder.entries):
-      expected.append((tag, operand is None))
-      if operand is not None:
-        shapes[_key(i, tag)] = jax.ShapeDtypeStruct(operand.shape,
-                                                    operand.dtype)
-
-  jax.eval_shape(signature, x, kernel)
-  stored = {key: jax.ShapeDtypeStruct(value.shape, value.dtype)
-            for key, value in operands.items()}
-  if stored != shapes:
+  shapes = lambda tree: {key: (value.shape, value.dtype)
+                         for key, value in tree.items()}
+  expected = jax.eval_shape(lambda x, kernel: record(convolve, x, kernel)[1],
+                            x, kernel)
+  if shapes(operands) != shapes(expected):
     return None
-  with _hooked(_Replayer(kernel, dict(operands), expected)):
+  calls = itertools.count()
+
+  def replayed(tag, operand):
+    del operand  # Its computation is left unused, and XLA removes it.
+    return operands.get(_key(next(calls), tag), kernel)
+
+  with _hooked(replayed):
     return convolve(x, kernel)
